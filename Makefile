@@ -1,0 +1,40 @@
+# berth: `make run` sets up and starts berth; `make test` sets up and runs every test.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-done
+STATE_DIR ?= /var/lib/berth
+SOCKET ?= /run/berth/berth.sock
+PYTEST_ARGS ?=
+
+.PHONY: setup run test unit lint protos bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml tools/setup-system.sh
+	bash tools/setup-system.sh
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: setup
+	$(VENV)/bin/berth up --state-dir $(STATE_DIR) --socket $(SOCKET)
+
+test: setup lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: setup
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+protos: setup
+	$(PY) tools/protogen.py
+
+bench: setup
+	$(PY) bench/gateway_overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

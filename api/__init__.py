@@ -1,0 +1,1 @@
+"""Generated gRPC stubs of the berth contracts (make protos). Do not edit."""

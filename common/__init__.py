@@ -1,0 +1,1 @@
+"""Shared runtime of every berth daemon: server bootstrap, logging, errors, settings."""

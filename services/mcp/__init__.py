@@ -1,0 +1,1 @@
+"""berth-mcpd: the MCP gateway service (catalogs, servers, tools, secrets)."""

@@ -1,0 +1,1 @@
+"""berth-modeld: the model runner (OCI model store, inference engines, OpenAI API)."""

@@ -1,0 +1,1 @@
+"""berth-networkd: the network agent (bridges, IPAM, sandboxes, DNS, overlays)."""

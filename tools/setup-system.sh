@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages berth needs, only those that are missing, so that
+# `make setup` stays idempotent and quick on a machine that has them already.
+set -euo pipefail
+
+PACKAGES=(
+  iproute2   # ip netns, for the network agent and its tests
+  procps     # ps and pkill, used by the tests to find leftover processes
+)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "berth setup: missing Debian packages: ${missing[*]} (run as root, or install them)" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
