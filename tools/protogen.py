@@ -36,12 +36,17 @@ def proto_files() -> list[Path]:
 def run_protoc(out: Path) -> None:
     bindir = Path(sys.executable).parent
     cmd = [
-        sys.executable, "-m", "grpc_tools.protoc",
-        f"-I{PROTOS}", f"-I{WELL_KNOWN}",
-        f"--python_out={out}", f"--grpc_python_out={out}",
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
+        f"-I{PROTOS}",
+        f"-I{WELL_KNOWN}",
+        f"--python_out={out}",
+        f"--grpc_python_out={out}",
         f"--plugin=protoc-gen-mypy={bindir / 'protoc-gen-mypy'}",
         f"--plugin=protoc-gen-mypy_grpc={bindir / 'protoc-gen-mypy_grpc'}",
-        f"--mypy_out={out}", f"--mypy_grpc_out={out}",
+        f"--mypy_out={out}",
+        f"--mypy_grpc_out={out}",
         *[str(p) for p in proto_files()],
     ]
     subprocess.run(cmd, check=True, cwd=PROTOS)

@@ -24,9 +24,10 @@ _sym_db = _symbol_database.Default()
 
 from berth.api.common.v1 import annotations_pb2 as berth_dot_common_dot_v1_dot_annotations__pb2
 from berth.api.common.v1 import version_pb2 as berth_dot_common_dot_v1_dot_version__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%berth/network/v1/system_service.proto\x12\x10\x62\x65rth.network.v1\x1a!berth/common/v1/annotations.proto\x1a\x1d\x62\x65rth/common/v1/version.proto\"\x13\n\x11GetVersionRequest\"C\n\x12GetVersionResponse\x12-\n\x07version\x18\x01 \x01(\x0b\x32\x1c.berth.common.v1.VersionInfo2n\n\rSystemService\x12]\n\nGetVersion\x12#.berth.network.v1.GetVersionRequest\x1a$.berth.network.v1.GetVersionResponse\"\x04\xc8\xf3\x18\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%berth/network/v1/system_service.proto\x12\x10\x62\x65rth.network.v1\x1a!berth/common/v1/annotations.proto\x1a\x1d\x62\x65rth/common/v1/version.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x13\n\x11GetVersionRequest\"C\n\x12GetVersionResponse\x12-\n\x07version\x18\x01 \x01(\x0b\x32\x1c.berth.common.v1.VersionInfo\"\x10\n\x0eGetInfoRequest\"\xf1\x01\n\x0fGetInfoResponse\x12\x11\n\thost_name\x18\x01 \x01(\t\x12\x18\n\x10underlay_address\x18\x02 \x01(\t\x12\x13\n\x0bname_prefix\x18\x03 \x01(\t\x12\x11\n\tstate_dir\x18\x04 \x01(\t\x12\x10\n\x08networks\x18\x05 \x01(\x05\x12\x11\n\tsandboxes\x18\x06 \x01(\x05\x12\x19\n\x11sandboxes_running\x18\x07 \x01(\x05\x12\x19\n\x11sandboxes_stopped\x18\x08 \x01(\x05\x12.\n\x07\x63luster\x18\t \x01(\x0b\x32\x1d.berth.network.v1.ClusterInfo\"_\n\x0b\x43lusterInfo\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x11\n\tconnected\x18\x02 \x01(\x08\x12,\n\x05hosts\x18\x03 \x03(\x0b\x32\x1d.berth.network.v1.ClusterHost\"\x8f\x01\n\x0b\x43lusterHost\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x10underlay_address\x18\x02 \x01(\t\x12\x15\n\ragent_address\x18\x03 \x01(\t\x12\x32\n\x0eheartbeat_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05local\x18\x05 \x01(\x08\x32\xc4\x01\n\rSystemService\x12]\n\nGetVersion\x12#.berth.network.v1.GetVersionRequest\x1a$.berth.network.v1.GetVersionResponse\"\x04\xc8\xf3\x18\x01\x12T\n\x07GetInfo\x12 .berth.network.v1.GetInfoRequest\x1a!.berth.network.v1.GetInfoResponse\"\x04\xc8\xf3\x18\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,10 +36,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SYSTEMSERVICE'].methods_by_name['GetVersion']._loaded_options = None
   _globals['_SYSTEMSERVICE'].methods_by_name['GetVersion']._serialized_options = b'\310\363\030\001'
-  _globals['_GETVERSIONREQUEST']._serialized_start=125
-  _globals['_GETVERSIONREQUEST']._serialized_end=144
-  _globals['_GETVERSIONRESPONSE']._serialized_start=146
-  _globals['_GETVERSIONRESPONSE']._serialized_end=213
-  _globals['_SYSTEMSERVICE']._serialized_start=215
-  _globals['_SYSTEMSERVICE']._serialized_end=325
+  _globals['_SYSTEMSERVICE'].methods_by_name['GetInfo']._loaded_options = None
+  _globals['_SYSTEMSERVICE'].methods_by_name['GetInfo']._serialized_options = b'\310\363\030\001'
+  _globals['_GETVERSIONREQUEST']._serialized_start=158
+  _globals['_GETVERSIONREQUEST']._serialized_end=177
+  _globals['_GETVERSIONRESPONSE']._serialized_start=179
+  _globals['_GETVERSIONRESPONSE']._serialized_end=246
+  _globals['_GETINFOREQUEST']._serialized_start=248
+  _globals['_GETINFOREQUEST']._serialized_end=264
+  _globals['_GETINFORESPONSE']._serialized_start=267
+  _globals['_GETINFORESPONSE']._serialized_end=508
+  _globals['_CLUSTERINFO']._serialized_start=510
+  _globals['_CLUSTERINFO']._serialized_end=605
+  _globals['_CLUSTERHOST']._serialized_start=608
+  _globals['_CLUSTERHOST']._serialized_end=751
+  _globals['_SYSTEMSERVICE']._serialized_start=754
+  _globals['_SYSTEMSERVICE']._serialized_end=950
 # @@protoc_insertion_point(module_scope)

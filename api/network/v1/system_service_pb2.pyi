@@ -4,8 +4,11 @@ isort:skip_file
 """
 
 from berth.api.common.v1 import version_pb2 as _version_pb2
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -51,3 +54,152 @@ class GetVersionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetVersionResponse: _TypeAlias = GetVersionResponse  # noqa: Y015
+
+@_typing.final
+class GetInfoRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetInfoRequest: _TypeAlias = GetInfoRequest  # noqa: Y015
+
+@_typing.final
+class GetInfoResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_NAME_FIELD_NUMBER: _builtins.int
+    UNDERLAY_ADDRESS_FIELD_NUMBER: _builtins.int
+    NAME_PREFIX_FIELD_NUMBER: _builtins.int
+    STATE_DIR_FIELD_NUMBER: _builtins.int
+    NETWORKS_FIELD_NUMBER: _builtins.int
+    SANDBOXES_FIELD_NUMBER: _builtins.int
+    SANDBOXES_RUNNING_FIELD_NUMBER: _builtins.int
+    SANDBOXES_STOPPED_FIELD_NUMBER: _builtins.int
+    CLUSTER_FIELD_NUMBER: _builtins.int
+    host_name: _builtins.str
+    """This host's name in the cluster (what `x-berth-host` takes); the hostname by default."""
+    underlay_address: _builtins.str
+    """The underlay address this host uses as its VXLAN tunnel endpoint; empty outside a
+    cluster.
+    """
+    name_prefix: _builtins.str
+    """The prefix of every kernel object and namespace this agent creates (lets several
+    agents share one machine in tests); empty by default.
+    """
+    state_dir: _builtins.str
+    """Where the agent keeps its state."""
+    networks: _builtins.int
+    """Networks this agent knows (predefined and overlay included), like `docker info`'s
+    counts.
+    """
+    sandboxes: _builtins.int
+    """Sandboxes on this host: all, running, and not running (created or stopped)."""
+    sandboxes_running: _builtins.int
+    sandboxes_stopped: _builtins.int
+    @_builtins.property
+    def cluster(self) -> Global___ClusterInfo:
+        """Cluster membership, for overlay networks."""
+
+    def __init__(
+        self,
+        *,
+        host_name: _builtins.str = ...,
+        underlay_address: _builtins.str = ...,
+        name_prefix: _builtins.str = ...,
+        state_dir: _builtins.str = ...,
+        networks: _builtins.int = ...,
+        sandboxes: _builtins.int = ...,
+        sandboxes_running: _builtins.int = ...,
+        sandboxes_stopped: _builtins.int = ...,
+        cluster: Global___ClusterInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "host_name", b"host_name", "name_prefix", b"name_prefix", "networks", b"networks", "sandboxes", b"sandboxes", "sandboxes_running", b"sandboxes_running", "sandboxes_stopped", b"sandboxes_stopped", "state_dir", b"state_dir", "underlay_address", b"underlay_address"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetInfoResponse: _TypeAlias = GetInfoResponse  # noqa: Y015
+
+@_typing.final
+class ClusterInfo(_message.Message):
+    """ClusterInfo is this agent's view of the cluster its overlay networks span."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENABLED_FIELD_NUMBER: _builtins.int
+    CONNECTED_FIELD_NUMBER: _builtins.int
+    HOSTS_FIELD_NUMBER: _builtins.int
+    enabled: _builtins.bool
+    """True when the agent was started with a Redis URL (BERTH_REDIS_URL): overlay networks
+    are possible.
+    """
+    connected: _builtins.bool
+    """True while the agent is connected to Redis; when false, cluster operations fail with
+    UNAVAILABLE and existing overlay traffic keeps flowing.
+    """
+    @_builtins.property
+    def hosts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClusterHost]:
+        """The hosts registered with a live heartbeat (as last seen when not connected)."""
+
+    def __init__(
+        self,
+        *,
+        enabled: _builtins.bool = ...,
+        connected: _builtins.bool = ...,
+        hosts: _abc.Iterable[Global___ClusterHost] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected", b"connected", "enabled", b"enabled", "hosts", b"hosts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClusterInfo: _TypeAlias = ClusterInfo  # noqa: Y015
+
+@_typing.final
+class ClusterHost(_message.Message):
+    """ClusterHost is one host of the cluster as it registered itself."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    UNDERLAY_ADDRESS_FIELD_NUMBER: _builtins.int
+    AGENT_ADDRESS_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_TIME_FIELD_NUMBER: _builtins.int
+    LOCAL_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The host's name (what `x-berth-host` takes)."""
+    underlay_address: _builtins.str
+    """Its underlay address: its VXLAN tunnel endpoint."""
+    agent_address: _builtins.str
+    """Its agent's gRPC address."""
+    local: _builtins.bool
+    """True for the host this agent runs on."""
+    @_builtins.property
+    def heartbeat_time(self) -> _timestamp_pb2.Timestamp:
+        """Its last heartbeat."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        underlay_address: _builtins.str = ...,
+        agent_address: _builtins.str = ...,
+        heartbeat_time: _timestamp_pb2.Timestamp | None = ...,
+        local: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat_time", b"heartbeat_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_address", b"agent_address", "heartbeat_time", b"heartbeat_time", "local", b"local", "name", b"name", "underlay_address", b"underlay_address"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClusterHost: _TypeAlias = ClusterHost  # noqa: Y015

@@ -40,6 +40,11 @@ class SystemServiceStub:
                 request_serializer=berth_dot_network_dot_v1_dot_system__service__pb2.GetVersionRequest.SerializeToString,
                 response_deserializer=berth_dot_network_dot_v1_dot_system__service__pb2.GetVersionResponse.FromString,
                 _registered_method=True)
+        self.GetInfo = channel.unary_unary(
+                '/berth.network.v1.SystemService/GetInfo',
+                request_serializer=berth_dot_network_dot_v1_dot_system__service__pb2.GetInfoRequest.SerializeToString,
+                response_deserializer=berth_dot_network_dot_v1_dot_system__service__pb2.GetInfoResponse.FromString,
+                _registered_method=True)
 
 
 class SystemServiceServicer:
@@ -53,6 +58,14 @@ class SystemServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetInfo(self, request, context):
+        """GetInfo reports this agent's host, counts and cluster membership, like the network
+        parts of `docker info`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SystemServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -60,6 +73,11 @@ def add_SystemServiceServicer_to_server(servicer, server):
                     servicer.GetVersion,
                     request_deserializer=berth_dot_network_dot_v1_dot_system__service__pb2.GetVersionRequest.FromString,
                     response_serializer=berth_dot_network_dot_v1_dot_system__service__pb2.GetVersionResponse.SerializeToString,
+            ),
+            'GetInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInfo,
+                    request_deserializer=berth_dot_network_dot_v1_dot_system__service__pb2.GetInfoRequest.FromString,
+                    response_serializer=berth_dot_network_dot_v1_dot_system__service__pb2.GetInfoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,6 +108,33 @@ class SystemService:
             '/berth.network.v1.SystemService/GetVersion',
             berth_dot_network_dot_v1_dot_system__service__pb2.GetVersionRequest.SerializeToString,
             berth_dot_network_dot_v1_dot_system__service__pb2.GetVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/berth.network.v1.SystemService/GetInfo',
+            berth_dot_network_dot_v1_dot_system__service__pb2.GetInfoRequest.SerializeToString,
+            berth_dot_network_dot_v1_dot_system__service__pb2.GetInfoResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -35,6 +35,10 @@ class SystemServiceStub:
     def __new__(cls, channel: _aio.Channel) -> SystemServiceAsyncStub: ...
     GetVersion: _grpc.UnaryUnaryMultiCallable[_system_service_pb2.GetVersionRequest, _system_service_pb2.GetVersionResponse]
     """GetVersion reports the daemon's version, like `docker version` does for its server."""
+    GetInfo: _grpc.UnaryUnaryMultiCallable[_system_service_pb2.GetInfoRequest, _system_service_pb2.GetInfoResponse]
+    """GetInfo reports this agent's host, counts and cluster membership, like the network
+    parts of `docker info`.
+    """
 
 @_typing.type_check_only
 class SystemServiceAsyncStub(SystemServiceStub):
@@ -43,6 +47,10 @@ class SystemServiceAsyncStub(SystemServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetVersion: _aio.UnaryUnaryMultiCallable[_system_service_pb2.GetVersionRequest, _system_service_pb2.GetVersionResponse]  # type: ignore[assignment]
     """GetVersion reports the daemon's version, like `docker version` does for its server."""
+    GetInfo: _aio.UnaryUnaryMultiCallable[_system_service_pb2.GetInfoRequest, _system_service_pb2.GetInfoResponse]  # type: ignore[assignment]
+    """GetInfo reports this agent's host, counts and cluster membership, like the network
+    parts of `docker info`.
+    """
 
 class SystemServiceServicer(metaclass=_abc_1.ABCMeta):
     """SystemService describes the daemon itself."""
@@ -54,5 +62,15 @@ class SystemServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_system_service_pb2.GetVersionResponse, _abc.Awaitable[_system_service_pb2.GetVersionResponse]]:
         """GetVersion reports the daemon's version, like `docker version` does for its server."""
+
+    @_abc_1.abstractmethod
+    def GetInfo(
+        self,
+        request: _system_service_pb2.GetInfoRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_system_service_pb2.GetInfoResponse, _abc.Awaitable[_system_service_pb2.GetInfoResponse]]:
+        """GetInfo reports this agent's host, counts and cluster membership, like the network
+        parts of `docker info`.
+        """
 
 def add_SystemServiceServicer_to_server(servicer: SystemServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,60 @@
+"""Typed settings shared by the daemons: BERTH_<DAEMON>_* environment variables and flags.
+
+Each daemon subclasses DaemonSettings with its own env prefix and defaults; flags win
+over the environment, which wins over defaults. Domain code never reads the environment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
+
+from berth.common.addresses import Address, parse_address
+
+
+class DaemonSettings(BaseSettings):
+    model_config = SettingsConfigDict(cli_kebab_case=True, cli_implicit_flags=True)
+
+    state_dir: Path = Field(description="where the daemon keeps its state")
+    listen: list[str] = Field(
+        description="addresses to serve gRPC on: unix:///path/to.sock or host:port (repeatable)"
+    )
+    socket_mode: int = Field(0o600, description="file mode of unix sockets (octal in env: 0o600)")
+    socket_group: str | None = Field(None, description="group owning the unix sockets")
+    tls_cert: Path | None = Field(None, description="PEM certificate for TCP listeners")
+    tls_key: Path | None = Field(None, description="PEM private key for TCP listeners")
+    insecure_tcp: bool = Field(
+        False, description="allow plaintext TCP listeners (development only: anyone can connect)"
+    )
+    metrics_address: str | None = Field(
+        None, description="host:port to serve Prometheus metrics on (off when unset)"
+    )
+    grace_period: float = Field(
+        10.0, description="seconds in-flight calls get to finish after SIGTERM"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="json off a terminal, console on one, unless told"
+    )
+
+    @property
+    def addresses(self) -> list[Address]:
+        return [parse_address(a) for a in self.listen]
+
+    @model_validator(mode="after")
+    def _tcp_needs_tls(self) -> Self:
+        tcp = [a for a in self.addresses if not a.is_unix]
+        if tcp and not (self.tls_cert and self.tls_key) and not self.insecure_tcp:
+            raise ValueError(
+                "TCP listeners need --tls-cert and --tls-key (or --insecure-tcp for development)"
+            )
+        return self
+
+    @classmethod
+    def from_args(cls, argv: Sequence[str] | None = None) -> Self:
+        """Build the settings from flags (argv) over BERTH_* environment variables."""
+        return CliApp.run(cls, cli_args=list(argv) if argv is not None else None)

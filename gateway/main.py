@@ -1,0 +1,83 @@
+"""berth-gateway: the front door. Serves reflection and health for everything it fronts."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import grpc.aio
+
+from berth.api.gateway.v1 import gateway_service_pb2_grpc
+from berth.common import logging
+from berth.common.server import Daemon, Lifecycle, ServiceRegistration, run_daemon
+from berth.gateway.auth import TokenFile
+from berth.gateway.backends import Backend, HostRegistry
+from berth.gateway.forwarder import Forwarder
+from berth.gateway.health_mirror import mirror_health
+from berth.gateway.routes import build_routes
+from berth.gateway.settings import GatewaySettings
+from berth.gateway.status_service import GatewayServicer
+from berth.gateway.tcp_auth import TokenInterceptor
+
+GATEWAY_SERVICE = "berth.gateway.v1.GatewayService"
+
+
+def build_gateway(settings: GatewaySettings) -> Daemon:
+    """Assemble the gateway; call inside the event loop (it opens channels)."""
+    routes = build_routes()
+    local_agent = Backend("network", settings.host_name, settings.network_address)
+    remote = {
+        name: Backend("network", name, address) for name, address in settings.remote_hosts().items()
+    }
+    hosts = HostRegistry(settings.host_name, local_agent, remote)
+    domains = {
+        "network": local_agent,
+        "models": Backend("models", settings.host_name, settings.models_address),
+        "mcp": Backend("mcp", settings.host_name, settings.mcp_address),
+    }
+    tokens = TokenFile(settings.tokens_path)
+    forwarder = Forwarder(routes, hosts, domains, tokens)
+    lifecycle = Lifecycle()
+    services = [
+        ServiceRegistration(name, _registrar(name, handlers), serving_at_start=False)
+        for name, handlers in forwarder.handlers().items()
+    ]
+    backends = [*domains.values(), *remote.values()]
+    status = GatewayServicer(backends, hosts, lifecycle.start_time)
+    services.append(
+        ServiceRegistration(
+            GATEWAY_SERVICE,
+            functools.partial(
+                gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server, status
+            ),
+        )
+    )
+    daemon = Daemon(
+        "berth-gateway",
+        settings,
+        services,
+        lifecycle=lifecycle,
+        interceptors=[TokenInterceptor(tokens, set(routes))],
+    )
+    for domain, backend in domains.items():
+        names = sorted({r.service for r in routes.values() if r.domain == domain})
+        daemon.background.append(functools.partial(mirror_health, backend, names, daemon.health))
+    daemon.on_stop.extend(backend.close for backend in backends)
+    return daemon
+
+
+def _registrar(service: str, handlers: dict[str, grpc.RpcMethodHandler]):
+    def register(server: grpc.aio.Server) -> None:
+        server.add_registered_method_handlers(service, handlers)
+
+    return register
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = GatewaySettings.from_args(argv)
+    logging.configure(level=settings.log_level, fmt=settings.log_format)
+    run_daemon(lambda: build_gateway(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""berth-gateway settings: BERTH_GATEWAY_* environment variables and flags."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from berth.common.settings import DaemonSettings
+
+
+class GatewaySettings(DaemonSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BERTH_GATEWAY_",
+        cli_prog_name="berth-gateway",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+    )
+
+    state_dir: Path = Field(Path("/var/lib/berth/gateway"), description="gateway state")
+    listen: list[str] = Field(
+        default_factory=lambda: ["unix:///run/berth/berth.sock"],
+        description="unix sockets are trusted (file mode is the boundary); TCP needs tokens",
+    )
+    socket_mode: int = Field(0o660, description="file mode of the gateway's unix sockets")
+    socket_group: str | None = Field(
+        "berth", description="group owning the unix sockets, when that group exists"
+    )
+    tokens_file: Path | None = Field(
+        None, description="bearer tokens for TCP listeners (default: STATE_DIR/tokens.json)"
+    )
+    network_address: str = Field(
+        "unix:///run/berth/networkd.sock", description="this host's network agent"
+    )
+    models_address: str = Field("unix:///run/berth/modeld.sock", description="the model runner")
+    mcp_address: str = Field("unix:///run/berth/mcpd.sock", description="the MCP service")
+    host_name: str = Field(
+        default_factory=socket.gethostname, description="this host's name for x-berth-host"
+    )
+    hosts: list[str] = Field(
+        default_factory=list,
+        description="other hosts' network agents as NAME=ADDRESS (repeatable)",
+    )
+
+    @property
+    def tokens_path(self) -> Path:
+        return self.tokens_file or self.state_dir / "tokens.json"
+
+    def remote_hosts(self) -> dict[str, str]:
+        hosts: dict[str, str] = {}
+        for item in self.hosts:
+            name, sep, address = item.partition("=")
+            if not sep or not name or not address:
+                raise ValueError(f"--hosts wants NAME=ADDRESS, got {item!r}")
+            hosts[name] = address
+        return hosts

@@ -1,0 +1,1 @@
+"""MCP gateway rules in plain Python: no grpc, no MCP transports."""

@@ -1,0 +1,1 @@
+"""gRPC servicers of the MCP service: parse, validate, call the domain, map errors."""

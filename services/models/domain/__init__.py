@@ -1,0 +1,1 @@
+"""Model runner rules in plain Python: no grpc, no engines."""

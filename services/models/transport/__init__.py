@@ -1,0 +1,1 @@
+"""gRPC servicers of the model runner: parse, validate, call the domain, map errors."""

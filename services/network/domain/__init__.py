@@ -1,0 +1,1 @@
+"""Network rules in plain Python: no grpc, no netlink."""

@@ -1,0 +1,25 @@
+"""berth-networkd settings: BERTH_NETWORKD_* environment variables and flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from berth.common.settings import DaemonSettings
+
+
+class NetworkdSettings(DaemonSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BERTH_NETWORKD_",
+        cli_prog_name="berth-networkd",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+    )
+
+    state_dir: Path = Field(Path("/var/lib/berth/network"), description="agent state")
+    listen: list[str] = Field(
+        default_factory=lambda: ["unix:///run/berth/networkd.sock"],
+        description="unix:///path.sock or host:port (repeatable)",
+    )

@@ -1,0 +1,1 @@
+"""gRPC servicers of the network agent: parse, validate, call the domain, map errors."""
