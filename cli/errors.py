@@ -25,7 +25,8 @@ def describe_rpc_error(error: grpc.RpcError, host: str) -> str:
         return f"cannot reach berth at {host}: {details}\nIs it running? Start it with `berth up`."
     lines = [details]
     for field, description in field_violations(error):
-        lines.append(f"  {field}: {description}")
+        if description not in details:  # the server's message may already say it
+            lines.append(f"  {field}: {description}")
     return "\n".join(lines)
 
 

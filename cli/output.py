@@ -10,20 +10,24 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from rich.console import Console
-from rich.table import Table
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False)
 
 
 def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """A Docker-style table: upper-case headers, no borders, columns padded."""
-    table = Table(box=None, show_edge=False, pad_edge=False, header_style="", padding=(0, 3, 0, 0))
-    for header in headers:
-        table.add_column(header.upper(), no_wrap=True, overflow="fold")
-    for row in rows:
-        table.add_row(*("" if cell is None else str(cell) for cell in row))
-    console.print(table)
+    """A Docker-style table: upper-case headers, columns padded by three spaces, never cut."""
+    sys.stdout.write(format_table(headers, rows))
+
+
+def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    cells = [[h.upper() for h in headers]]
+    cells += [["" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = (
+        "   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
+    return "".join(f"{line}\n" for line in lines)
 
 
 def message_dict(message: Message) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
 from berth.common.addresses import Address, parse_address
@@ -40,6 +40,15 @@ class DaemonSettings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="json off a terminal, console on one, unless told"
     )
+
+    @field_validator("socket_mode", mode="before")
+    @classmethod
+    def _octal_mode(cls, value: object) -> object:
+        """Accept 0o600 / 0600 / 384, as people write file modes."""
+        if isinstance(value, str):
+            text = value.strip()
+            return int(text, 8) if text.startswith("0") and text.isdigit() else int(text, 0)
+        return value
 
     @property
     def addresses(self) -> list[Address]:

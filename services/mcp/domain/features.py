@@ -56,7 +56,8 @@ class FeatureFlags:
 
     def list(self) -> list[Feature]:
         overrides = self._load()
-        return [self._feature(spec, overrides) for spec in KNOWN_FEATURES.values()]
+        specs = sorted(KNOWN_FEATURES.values(), key=lambda spec: spec.name)
+        return [self._feature(spec, overrides) for spec in specs]
 
     def set(self, name: str, enabled: bool) -> Feature:
         spec = KNOWN_FEATURES.get(name)

@@ -32,7 +32,9 @@ class RunnerLog(Broadcast[LogLine]):
         if tail is not None and tail < 0:
             raise InvalidArgument([FieldViolation("tail", "must be zero or more")])
         lines = [line for line in self.recent() if wanted(line, no_engines)]
-        return lines if tail is None else lines[len(lines) - tail :] if tail else []
+        if tail is None:
+            return lines
+        return lines[-tail:] if tail else []
 
 
 def wanted(line: LogLine, no_engines: bool) -> bool:

@@ -1,0 +1,113 @@
+"""Real berth daemons as child processes, with their JSON logs captured to files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+READY_TIMEOUT_S = 30.0
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def poll(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Call check() until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+@dataclass
+class DaemonProcess:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    socket: Path
+
+    @property
+    def target(self) -> str:
+        return f"unix://{self.socket}"
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        lines = []
+        for raw in self.log_path.read_text().splitlines():
+            try:
+                lines.append(json.loads(raw))
+            except json.JSONDecodeError:
+                continue
+        return lines
+
+    def rpc_line(self, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
+        """The daemon's log line for the RPC with this x-request-id (written when it ends)."""
+
+        def find() -> dict[str, Any] | None:
+            return next(
+                (
+                    line
+                    for line in self.log_lines()
+                    if line.get("event") == "rpc" and line.get("request_id") == request_id
+                ),
+                None,
+            )
+
+        return poll(find, timeout, f"{self.name}'s log line for request {request_id}")
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+            try:
+                return self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise
+        return int(self.process.returncode)
+
+
+def start(
+    name: str, module: str, socket_path: Path, args: list[str], log_dir: Path,
+    env: dict[str, str] | None = None, wait: bool = True,
+) -> DaemonProcess:
+    log_path = log_dir / f"{name}.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", module, "--listen", f"unix://{socket_path}",
+             "--log-format", "json", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+    daemon = DaemonProcess(name, process, log_path, socket_path)
+    if wait:
+        wait_serving(daemon.target)
+    return daemon
+
+
+def wait_serving(target: str, timeout: float = READY_TIMEOUT_S) -> None:
+    with grpc.insecure_channel(target) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=timeout, wait_for_ready=True
+        )
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING

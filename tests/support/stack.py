@@ -1,0 +1,81 @@
+"""A whole berth of one host (three daemons and the gateway) on temporary sockets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from berth.gateway.auth import add_token
+from tests.support.processes import DaemonProcess, free_port, start, wait_serving
+from tests.support.tls import TlsFiles, make_tls
+
+DAEMONS = {
+    "network": ("berth.network.main", "networkd"),
+    "models": ("berth.models.main", "modeld"),
+    "mcp": ("berth.mcp.main", "mcpd"),
+}
+TOKEN_SCOPES = {
+    "network-read": ["network:read"],
+    "mcp-read": ["mcp:read"],
+    "mcp-write": ["mcp:write"],
+    "admin": ["admin"],
+}
+
+
+@dataclass
+class Stack:
+    root: Path
+    daemons: dict[str, DaemonProcess]
+    gateway: DaemonProcess
+    tcp_port: int
+    tls: TlsFiles
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def socket(self) -> Path:
+        return self.gateway.socket
+
+    def channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(self.gateway.target)
+
+    def tcp_channel(self) -> grpc.Channel:
+        credentials = grpc.ssl_channel_credentials(self.tls.ca.read_bytes())
+        return grpc.secure_channel(f"localhost:{self.tcp_port}", credentials)
+
+    def stop(self) -> None:
+        for daemon in [self.gateway, *self.daemons.values()]:
+            daemon.stop()
+
+
+def start_stack(root: Path, gateway_args: list[str] | None = None) -> Stack:
+    run = root / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    daemons: dict[str, DaemonProcess] = {}
+    try:
+        for domain, (module, program) in DAEMONS.items():
+            daemons[domain] = start(
+                program, module, run / f"{program}.sock",
+                ["--state-dir", str(root / domain)], root, wait=False,
+            )
+        for daemon in daemons.values():
+            wait_serving(daemon.target)
+        tls = make_tls(root)
+        tokens_file = root / "gateway" / "tokens.json"
+        tokens = {name: add_token(tokens_file, name, scopes) for name, scopes in TOKEN_SCOPES.items()}
+        port = free_port()
+        args = [
+            "--state-dir", str(root / "gateway"),
+            "--listen", f"127.0.0.1:{port}",
+            "--tls-cert", str(tls.cert), "--tls-key", str(tls.key),
+            "--tokens-file", str(tokens_file),
+            *[arg for d, p in daemons.items() for arg in (f"--{d}-address", p.target)],
+            *(gateway_args or []),
+        ]
+        gateway = start("gateway", "berth.gateway.main", run / "berth.sock", args, root)
+    except BaseException:
+        for daemon in daemons.values():
+            daemon.stop()
+        raise
+    return Stack(root, daemons, gateway, port, tls, tokens)

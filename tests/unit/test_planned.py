@@ -1,0 +1,177 @@
+"""berth.common.planned (methods still to come) and berth.common.jsonfile (atomic state)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from berth.api.network.v1 import network_service_pb2, network_service_pb2_grpc
+from berth.common import jsonfile
+from berth.common.errors import Code, NotYetAvailable
+from berth.common.jsonfile import read_json, write_json
+from berth.common.planned import fill_planned, is_implemented
+
+SERVICE = network_service_pb2.DESCRIPTOR.services_by_name["NetworkService"]
+METHODS = [m.name for m in SERVICE.methods]
+
+
+class PartialServicer(network_service_pb2_grpc.NetworkServiceServicer):
+    async def ListNetworks(self, request: Any, context: Any) -> str:
+        return "listed"
+
+
+def test_the_service_has_methods() -> None:
+    assert "CreateNetwork" in METHODS
+    assert len(METHODS) > 3
+
+
+def test_fill_planned_returns_the_servicer() -> None:
+    servicer = network_service_pb2_grpc.NetworkServiceServicer()
+    assert fill_planned(servicer, SERVICE, "bridge networks") is servicer
+
+
+@pytest.mark.parametrize("name", METHODS)
+async def test_every_unimplemented_method_raises_not_yet_available(name: str) -> None:
+    servicer = fill_planned(
+        network_service_pb2_grpc.NetworkServiceServicer(), SERVICE, "bridge networks"
+    )
+    method = getattr(servicer, name)
+    assert inspect.iscoroutinefunction(method)
+
+    with pytest.raises(NotYetAvailable) as caught:
+        await method(object(), object())
+
+    error = caught.value
+    path = f"berth.network.v1.NetworkService/{name}"
+    assert error.code is Code.UNIMPLEMENTED
+    assert error.reason == "NOT_YET_AVAILABLE"
+    assert error.capability == "bridge networks"
+    assert path in error.message
+    assert "bridge networks" in error.message
+    assert error.metadata == {"method": path, "capability": "bridge networks"}
+
+
+async def test_a_method_the_subclass_implements_is_kept() -> None:
+    servicer = fill_planned(PartialServicer(), SERVICE, "bridge networks")
+
+    assert await servicer.ListNetworks(None, None) == "listed"
+    with pytest.raises(NotYetAvailable):
+        await servicer.CreateNetwork(None, None)
+
+
+def test_is_implemented() -> None:
+    assert is_implemented(PartialServicer(), "ListNetworks")
+    assert not is_implemented(PartialServicer(), "CreateNetwork")
+    assert not is_implemented(network_service_pb2_grpc.NetworkServiceServicer(), "ListNetworks")
+    assert not is_implemented(PartialServicer(), "NoSuchMethod")
+
+
+def test_fill_planned_does_not_change_other_instances() -> None:
+    fill_planned(PartialServicer(), SERVICE, "bridge networks")
+
+    fresh = PartialServicer()
+    with pytest.raises(NotImplementedError):
+        fresh.CreateNetwork(None, _Context())
+
+
+class _Context:
+    def set_code(self, code: Any) -> None:
+        pass
+
+    def set_details(self, details: str) -> None:
+        pass
+
+
+# ---- jsonfile --------------------------------------------------------------------------
+
+
+def test_read_json_missing_file_gives_the_default(tmp_path: Path) -> None:
+    assert read_json(tmp_path / "missing.json", {"tokens": []}) == {"tokens": []}
+
+
+def test_write_then_read(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "er" / "state.json"
+    write_json(path, {"b": [1, 2], "a": "x"})
+
+    assert read_json(path, None) == {"a": "x", "b": [1, 2]}
+    assert json.loads(path.read_text()) == {"a": "x", "b": [1, 2]}
+
+
+def test_write_json_mode_is_0600(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_text("{}")
+    path.chmod(0o644)
+
+    write_json(path, {"k": 1})
+
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_write_json_honours_a_given_mode(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    write_json(path, {"k": 1}, mode=0o640)
+
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+def test_write_json_leaves_no_temporary_files(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    for i in range(3):
+        write_json(path, {"n": i})
+
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+    assert read_json(path, None) == {"n": 2}
+
+
+def test_failed_encoding_keeps_the_old_content(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    write_json(path, {"version": 1})
+    before = path.read_bytes()
+
+    with pytest.raises(TypeError):
+        write_json(path, {"version": 2, "bad": object()})
+
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_failure_after_a_partial_write_keeps_the_old_content(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "state.json"
+    write_json(path, {"version": 1})
+    before = path.read_bytes()
+
+    def half_dump(data: Any, out: Any, **kwargs: Any) -> None:
+        out.write('{"version": ')
+        raise OSError("disk full")
+
+    monkeypatch.setattr(jsonfile.json, "dump", half_dump)
+    with pytest.raises(OSError, match="disk full"):
+        write_json(path, {"version": 2})
+
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_interrupt_during_write_keeps_the_old_content(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "state.json"
+    write_json(path, {"version": 1})
+    before = path.read_bytes()
+
+    def interrupted(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(jsonfile.os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_json(path, {"version": 2})
+
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
