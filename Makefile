@@ -11,10 +11,11 @@ PYTEST_ARGS ?=
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml tools/setup-system.sh
+$(STAMP): pyproject.toml package.json tools/setup-system.sh
 	bash tools/setup-system.sh
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet -e '.[dev]'
+	npm install --no-save --silent
 	touch $(STAMP)
 
 run: setup
@@ -34,7 +35,7 @@ protos: setup
 	$(PY) tools/protogen.py
 
 bench: setup
-	$(PY) bench/gateway_overhead.py
+	$(PY) -m bench.gateway_overhead
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

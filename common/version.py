@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import socket
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from berth.api.common.v1.version_pb2 import VersionInfo
 API_VERSION = "v1"
 
 
+@functools.cache
 def berth_version() -> str:
     try:
         return version("berth")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import grpc.aio
 
@@ -66,7 +66,9 @@ def build_gateway(settings: GatewaySettings) -> Daemon:
     return daemon
 
 
-def _registrar(service: str, handlers: dict[str, grpc.RpcMethodHandler]):
+def _registrar(
+    service: str, handlers: dict[str, grpc.RpcMethodHandler]
+) -> Callable[[grpc.aio.Server], None]:
     def register(server: grpc.aio.Server) -> None:
         server.add_registered_method_handlers(service, handlers)
 

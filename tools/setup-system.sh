@@ -5,7 +5,7 @@ set -euo pipefail
 
 PACKAGES=(
   iproute2   # ip netns, for the network agent and its tests
-  procps     # ps and pkill, used by the tests to find leftover processes
+  nodejs     # npm, for the command-line tools in package.json (buf lints the contracts)
 )
 
 missing=()

@@ -52,9 +52,20 @@ def up(tmp_path: Path) -> Iterator[Up]:
     socket_path = tmp_path / "run" / "berth.sock"
     metrics = free_port_block(4)
     process = subprocess.Popen(
-        [str(BIN / "berth"), "up", "--state-dir", str(tmp_path / "state"),
-         "--socket", str(socket_path), "--metrics-port", str(metrics), "--log-format", "json"],
-        stdout=subprocess.DEVNULL, stderr=(tmp_path / "up.log").open("wb"),
+        [
+            str(BIN / "berth"),
+            "up",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--socket",
+            str(socket_path),
+            "--metrics-port",
+            str(metrics),
+            "--log-format",
+            "json",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "up.log").open("wb"),
         start_new_session=True,
     )
     running = Up(process, socket_path, metrics, tmp_path)
@@ -88,9 +99,13 @@ def children_of(root: Path) -> list[str]:
 def test_grpcurl_sees_everything_through_berth_up(up: Up) -> None:
     grpcurl = [str(BIN / "grpcurl"), "-unix", "-plaintext", str(up.socket)]
     listed = subprocess.run([*grpcurl, "list"], capture_output=True, text=True, timeout=30)
-    for service in ["berth.network.v1.NetworkService", "berth.models.v1.ModelService",
-                    "berth.mcp.v1.ToolService", "grpc.health.v1.Health",
-                    "grpc.reflection.v1alpha.ServerReflection"]:
+    for service in [
+        "berth.network.v1.NetworkService",
+        "berth.models.v1.ModelService",
+        "berth.mcp.v1.ToolService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ]:
         assert service in listed.stdout.split()
     health = subprocess.run(
         [*grpcurl, "grpc.health.v1.Health/Check"], capture_output=True, text=True, timeout=30
@@ -145,7 +160,10 @@ def test_cli_without_berth_running_explains_what_to_do(tmp_path: Path) -> None:
     env = {**os.environ, "BERTH_HOST": f"unix://{tmp_path}/absent.sock"}
     result = subprocess.run(
         [sys.executable, "-m", "berth.cli.main", "status"],
-        capture_output=True, text=True, env=env, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert result.returncode == 1
     assert "cannot reach berth" in result.stderr and "berth up" in result.stderr

@@ -20,18 +20,33 @@ SLOW = "tests.support.slow_daemon"
 
 def slow_daemon(tmp_path: Path, delay: float, grace: float) -> DaemonProcess:
     return start(
-        "slow", SLOW, tmp_path / "slow.sock",
+        "slow",
+        SLOW,
+        tmp_path / "slow.sock",
         ["--state-dir", str(tmp_path / "slow"), "--grace-period", str(grace)],
-        tmp_path, env={"BERTH_TEST_DELAY_S": str(delay)},
+        tmp_path,
+        env={"BERTH_TEST_DELAY_S": str(delay)},
     )
 
 
 def gateway_in_front(tmp_path: Path, agent: DaemonProcess) -> DaemonProcess:
     nowhere = f"unix://{tmp_path}/absent.sock"
     return start(
-        "gateway", "berth.gateway.main", tmp_path / "berth.sock",
-        ["--state-dir", str(tmp_path / "gw"), "--network-address", agent.target,
-         "--models-address", nowhere, "--mcp-address", nowhere, "--grace-period", "10"],
+        "gateway",
+        "berth.gateway.main",
+        tmp_path / "berth.sock",
+        [
+            "--state-dir",
+            str(tmp_path / "gw"),
+            "--network-address",
+            agent.target,
+            "--models-address",
+            nowhere,
+            "--mcp-address",
+            nowhere,
+            "--grace-period",
+            "10",
+        ],
         tmp_path,
     )
 

@@ -95,10 +95,14 @@ def test_unknown_event_filter_names_the_field(stack: Stack) -> None:
     assert set(violations(raised.value)) == {"filters[1].key"}
 
 
-def call_once(channel: grpc.Channel, path: str, request_streaming: bool,
-              response_streaming: bool) -> grpc.StatusCode:
-    kind = ("stream" if request_streaming else "unary") + "_" + (
-        "stream" if response_streaming else "unary")
+def call_once(
+    channel: grpc.Channel, path: str, request_streaming: bool, response_streaming: bool
+) -> grpc.StatusCode:
+    kind = (
+        ("stream" if request_streaming else "unary")
+        + "_"
+        + ("stream" if response_streaming else "unary")
+    )
     method = getattr(channel, kind)(path)
     request = iter([]) if request_streaming else b""
     try:
@@ -135,10 +139,19 @@ def test_a_daemon_that_is_down_is_unavailable_with_its_address(
 ) -> None:
     missing = tmp_path / "nobody.sock"
     gateway = start(
-        "gateway-alone", "berth.gateway.main", tmp_path / "berth.sock",
-        ["--state-dir", str(tmp_path), "--mcp-address", f"unix://{missing}",
-         "--network-address", stack.daemons["network"].target,
-         "--models-address", stack.daemons["models"].target],
+        "gateway-alone",
+        "berth.gateway.main",
+        tmp_path / "berth.sock",
+        [
+            "--state-dir",
+            str(tmp_path),
+            "--mcp-address",
+            f"unix://{missing}",
+            "--network-address",
+            stack.daemons["network"].target,
+            "--models-address",
+            stack.daemons["models"].target,
+        ],
         tmp_path,
     )
     try:

@@ -104,7 +104,7 @@ def test_request_metadata_and_id_reach_the_daemon(stack: Stack) -> None:
     marker = request_id()
     with stack.channel() as channel:
         stub = feature_service_pb2_grpc.FeatureServiceStub(channel)
-        reply, call = stub.ListFeatures.with_call(
+        reply = stub.ListFeatures(
             feature_service_pb2.ListFeaturesRequest(), metadata=[("x-request-id", marker)]
         )
     assert reply.features
@@ -134,7 +134,9 @@ def test_unknown_host_is_not_found(stack: Stack) -> None:
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
     info = error_info(raised.value)
     assert (info.reason, info.domain, info.metadata["host"]) == (
-        "HOST_NOT_FOUND", "network.berth", "atlantis",
+        "HOST_NOT_FOUND",
+        "network.berth",
+        "atlantis",
     )
     assert local.version.component == "berth-networkd"
 

@@ -66,7 +66,8 @@ def test_health_answers_serving_overall_and_per_service(stack: Stack) -> None:
 
     def network_serving() -> bool:
         reply = grpcurl(
-            stack, "grpc.health.v1.Health/Check",
+            stack,
+            "grpc.health.v1.Health/Check",
             data='{"service": "berth.network.v1.NetworkService"}',
         )
         return json.loads(reply.stdout or "{}").get("status") == "SERVING"
@@ -76,7 +77,9 @@ def test_health_answers_serving_overall_and_per_service(stack: Stack) -> None:
 
 def test_grpcurl_calls_a_method_of_each_daemon(stack: Stack) -> None:
     for domain, component in [
-        ("network", "berth-networkd"), ("models", "berth-modeld"), ("mcp", "berth-mcpd"),
+        ("network", "berth-networkd"),
+        ("models", "berth-modeld"),
+        ("mcp", "berth-mcpd"),
     ]:
         reply = grpcurl(stack, f"berth.{domain}.v1.SystemService/GetVersion")
         assert reply.returncode == 0, reply.stderr

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -18,7 +21,7 @@ def bearer(token: str) -> list[tuple[str, str]]:
     return [("authorization", f"Bearer {token}")]
 
 
-def refused(call, *args, **kwargs) -> grpc.RpcError:  # noqa: ANN001
+def refused(call: Callable[..., Any], *args: Any, **kwargs: Any) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as raised:
         call(*args, **kwargs)
     return raised.value
@@ -48,7 +51,8 @@ def test_read_token_reads_but_cannot_write(stack: Stack) -> None:
         stub = features_grpc.FeatureServiceStub(channel)
         listed = stub.ListFeatures(features.ListFeaturesRequest(), metadata=token)
         error = refused(
-            stub.EnableFeature, features.EnableFeatureRequest(name="tool-name-prefix"),
+            stub.EnableFeature,
+            features.EnableFeatureRequest(name="tool-name-prefix"),
             metadata=token,
         )
     assert listed.features
@@ -71,7 +75,8 @@ def test_a_domains_token_does_not_open_another_domain(stack: Stack) -> None:
     with stack.tcp_channel() as channel:
         stub = system_service_pb2_grpc.SystemServiceStub(channel)
         error = refused(
-            stub.GetVersion, system_service_pb2.GetVersionRequest(),
+            stub.GetVersion,
+            system_service_pb2.GetVersionRequest(),
             metadata=bearer(stack.tokens["mcp-write"]),
         )
         allowed = stub.GetVersion(

@@ -87,14 +87,27 @@ class DaemonProcess:
 
 
 def start(
-    name: str, module: str, socket_path: Path, args: list[str], log_dir: Path,
-    env: dict[str, str] | None = None, wait: bool = True,
+    name: str,
+    module: str,
+    socket_path: Path,
+    args: list[str],
+    log_dir: Path,
+    env: dict[str, str] | None = None,
+    wait: bool = True,
 ) -> DaemonProcess:
     log_path = log_dir / f"{name}.log"
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", module, "--listen", f"unix://{socket_path}",
-             "--log-format", "json", *args],
+            [
+                sys.executable,
+                "-m",
+                module,
+                "--listen",
+                f"unix://{socket_path}",
+                "--log-format",
+                "json",
+                *args,
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},

@@ -56,20 +56,30 @@ def start_stack(root: Path, gateway_args: list[str] | None = None) -> Stack:
     try:
         for domain, (module, program) in DAEMONS.items():
             daemons[domain] = start(
-                program, module, run / f"{program}.sock",
-                ["--state-dir", str(root / domain)], root, wait=False,
+                program,
+                module,
+                run / f"{program}.sock",
+                ["--state-dir", str(root / domain)],
+                root,
+                wait=False,
             )
         for daemon in daemons.values():
             wait_serving(daemon.target)
         tls = make_tls(root)
         tokens_file = root / "gateway" / "tokens.json"
-        tokens = {name: add_token(tokens_file, name, scopes) for name, scopes in TOKEN_SCOPES.items()}
+        tokens = {name: add_token(tokens_file, name, s) for name, s in TOKEN_SCOPES.items()}
         port = free_port()
         args = [
-            "--state-dir", str(root / "gateway"),
-            "--listen", f"127.0.0.1:{port}",
-            "--tls-cert", str(tls.cert), "--tls-key", str(tls.key),
-            "--tokens-file", str(tokens_file),
+            "--state-dir",
+            str(root / "gateway"),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--tls-cert",
+            str(tls.cert),
+            "--tls-key",
+            str(tls.key),
+            "--tokens-file",
+            str(tokens_file),
             *[arg for d, p in daemons.items() for arg in (f"--{d}-address", p.target)],
             *(gateway_args or []),
         ]

@@ -53,7 +53,12 @@ def make_tls(folder: Path) -> TlsFiles:
     return files
 
 
-def _builder(subject, issuer, public_key, now):  # noqa: ANN001, ANN202
+def _builder(
+    subject: x509.Name,
+    issuer: x509.Name,
+    public_key: ec.EllipticCurvePublicKey,
+    now: datetime.datetime,
+) -> x509.CertificateBuilder:
     return (
         x509.CertificateBuilder()
         .subject_name(subject)

@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 BUF = ROOT / "node_modules" / ".bin" / "buf"
 
@@ -37,7 +35,8 @@ def test_committed_stubs_match_the_protos(tmp_path: Path) -> None:
     fresh = tmp_path / "api"
     subprocess.run(
         [sys.executable, str(ROOT / "tools" / "protogen.py"), "--out", str(fresh)],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     stale = differences(ROOT / "api", fresh)
     assert not stale, "stubs are stale; run `make protos`:\n" + "\n".join(stale)
@@ -52,12 +51,13 @@ def test_a_changed_proto_is_detected(tmp_path: Path) -> None:
     proto.write_text(proto.read_text().replace("string hostname = 7;", "string host = 7;"))
     subprocess.run(
         [sys.executable, str(copy / "tools" / "protogen.py"), "--out", str(copy / "api")],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     assert any("version_pb2" in d for d in differences(ROOT / "api", copy / "api"))
 
 
-@pytest.mark.skipif(not BUF.exists(), reason="buf comes with `make setup` (npm)")
 def test_contracts_pass_buf_standard_lint() -> None:
+    assert BUF.exists(), "buf is missing: `make setup` installs it (package.json)"
     result = subprocess.run([str(BUF), "lint"], cwd=ROOT / "protos", capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
