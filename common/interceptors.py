@@ -1,11 +1,11 @@
-"""Server interceptors shared by every daemon.
+"""Interceptors shared by every daemon, applied to handlers as they are registered.
 
 TelemetryInterceptor: one structured log line and Prometheus samples per RPC, with a
 request id taken from `x-request-id` (the gateway sets it) or made up.
 ErrorInterceptor: decodes requests itself so undecodable bytes become INVALID_ARGUMENT
 (not INTERNAL), and maps domain errors (BerthError) to statuses with details.
 
-Both wrap a method's handler once and cache it, so the per-call cost is the wrapper only.
+Both wrap a method's handler once, at registration, so a call pays for the wrapper only.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import secrets
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -29,7 +29,6 @@ from berth.common.status import abort
 
 REQUEST_ID_KEY = "x-request-id"
 Behavior = Callable[..., Any]
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
 
 log = structlog.get_logger("berth.rpc")
 
@@ -47,7 +46,7 @@ def request_id_of(context: grpc.aio.ServicerContext) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_KEY:
             return str(value)[:64]
-    return uuid.uuid4().hex[:16]
+    return secrets.token_hex(8)
 
 
 def final_code(context: grpc.aio.ServicerContext, error: BaseException | None) -> grpc.StatusCode:
@@ -65,32 +64,62 @@ def _code_from_int(value: int) -> grpc.StatusCode:
     return next((c for c in grpc.StatusCode if c.value[0] == value), grpc.StatusCode.UNKNOWN)
 
 
-class MethodWrappingInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps each method's handler once; subclasses say how to wrap one behavior."""
+class HandlerInterceptor:
+    """Wraps method handlers when they are registered (see WrappingServer).
 
-    def __init__(self) -> None:
-        self._cache: dict[str, grpc.RpcMethodHandler] = {}
-
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler | None:
-        method = handler_call_details.method
-        cached = self._cache.get(method)
-        if cached is not None:
-            return cached
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        if self.applies_to(method, handler):
-            handler = self.wrap(method, handler)
-        self._cache[method] = handler
-        return handler
+    grpc.aio's own interceptors run a coroutine pipeline on every call; wrapping each
+    handler once at registration gives the same behaviour at the cost of the wrapper only.
+    """
 
     def applies_to(self, method: str, handler: grpc.RpcMethodHandler) -> bool:
         return True
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         raise NotImplementedError
+
+
+class WrappingServer:
+    """Stands in for a grpc.aio.Server while services register: every handler added
+    through it is wrapped by the interceptors, the first one outermost."""
+
+    def __init__(self, server: grpc.aio.Server, interceptors: list[HandlerInterceptor]) -> None:
+        self.server = server
+        self.interceptors = interceptors
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        for interceptor in reversed(self.interceptors):
+            if interceptor.applies_to(method, handler):
+                handler = interceptor.wrap(method, handler)
+        return handler
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        wrapped = {name: self.wrap(f"/{service}/{name}", h) for name, h in handlers.items()}
+        self.server.add_registered_method_handlers(service, wrapped)
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self.server.add_generic_rpc_handlers([_WrappedGeneric(h, self.wrap) for h in handlers])
+
+
+class _WrappedGeneric(grpc.GenericRpcHandler):
+    def __init__(
+        self,
+        inner: grpc.GenericRpcHandler,
+        wrap: Callable[[str, grpc.RpcMethodHandler], grpc.RpcMethodHandler],
+    ) -> None:
+        self.inner = inner
+        self.wrapper = wrap
+        self.cache: dict[str, grpc.RpcMethodHandler] = {}
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        cached = self.cache.get(details.method)
+        if cached is None:
+            handler = self.inner.service(details)
+            if handler is None:
+                return None
+            cached = self.cache[details.method] = self.wrapper(details.method, handler)
+        return cached
 
 
 def behavior_field(handler: grpc.RpcMethodHandler) -> str:
@@ -108,14 +137,15 @@ async def drive(result: Any) -> AsyncIterator[Any]:
         await result
 
 
-class TelemetryInterceptor(MethodWrappingInterceptor):
+class TelemetryInterceptor(HandlerInterceptor):
     def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         field = behavior_field(handler)
         behavior = getattr(handler, field)
+        counters = metrics.MethodMetrics(method)
         if handler.response_streaming:
 
             async def streaming(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                with _Observed(method, context) as observed:
+                with _Observed(counters, context) as observed:
                     async for item in drive(behavior(request, context)):
                         observed.messages += 1
                         yield item
@@ -123,7 +153,7 @@ class TelemetryInterceptor(MethodWrappingInterceptor):
             return handler._replace(**{field: streaming})
 
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            with _Observed(method, context):
+            with _Observed(counters, context):
                 return await behavior(request, context)
 
         return handler._replace(**{field: unary})
@@ -132,8 +162,8 @@ class TelemetryInterceptor(MethodWrappingInterceptor):
 class _Observed:
     """Times one RPC, counts it in flight, and logs it when it ends."""
 
-    def __init__(self, method: str, context: grpc.aio.ServicerContext) -> None:
-        self.method = method
+    def __init__(self, counters: metrics.MethodMetrics, context: grpc.aio.ServicerContext) -> None:
+        self.counters = counters
         self.context = context
         self.messages = 0
 
@@ -144,17 +174,15 @@ class _Observed:
         self.deadline = self.context.time_remaining()
         current_request_id.set(self.request_id)
         structlog.contextvars.bind_contextvars(request_id=self.request_id)
-        metrics.RPC_IN_FLIGHT.labels(self.method).inc()
+        self.counters.started()
         return self
 
     def __exit__(self, _type: Any, error: BaseException | None, _tb: Any) -> None:
         seconds = time.perf_counter() - self.start
         code = final_code(self.context, error)
-        metrics.RPC_IN_FLIGHT.labels(self.method).dec()
-        metrics.RPC_TOTAL.labels(self.method, code.name).inc()
-        metrics.RPC_SECONDS.labels(self.method).observe(seconds)
+        self.counters.finished(code.name, seconds)
         fields: dict[str, Any] = {
-            "method": self.method,
+            "method": self.counters.method,
             "peer": self.peer,
             "code": code.name,
             "duration_ms": round(seconds * 1000, 3),
@@ -167,7 +195,7 @@ class _Observed:
         structlog.contextvars.unbind_contextvars("request_id")
 
 
-class ErrorInterceptor(MethodWrappingInterceptor):
+class ErrorInterceptor(HandlerInterceptor):
     """Safe decoding and the mapping of BerthError, for berth's own services only."""
 
     def applies_to(self, method: str, handler: grpc.RpcMethodHandler) -> bool:

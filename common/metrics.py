@@ -18,6 +18,27 @@ RPC_SECONDS = Histogram(
 RPC_IN_FLIGHT = Gauge("berth_rpc_in_flight", "RPCs being handled now", ["method"])
 
 
+class MethodMetrics:
+    """One method's metric children, looked up once rather than on every call."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.in_flight = RPC_IN_FLIGHT.labels(method)
+        self.seconds = RPC_SECONDS.labels(method)
+        self._totals: dict[str, Counter] = {}
+
+    def started(self) -> None:
+        self.in_flight.inc()
+
+    def finished(self, code: str, seconds: float) -> None:
+        self.in_flight.dec()
+        self.seconds.observe(seconds)
+        total = self._totals.get(code)
+        if total is None:
+            total = self._totals[code] = RPC_TOTAL.labels(self.method, code)
+        total.inc()
+
+
 def serve_metrics(address: str) -> tuple[str, int]:
     """Serve /metrics over HTTP on host:port (port 0 picks one); returns the bound address."""
     host, _, port = parse_address(address).target.rpartition(":")

@@ -29,7 +29,12 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from berth.common.addresses import Address
-from berth.common.interceptors import ErrorInterceptor, TelemetryInterceptor
+from berth.common.interceptors import (
+    ErrorInterceptor,
+    HandlerInterceptor,
+    TelemetryInterceptor,
+    WrappingServer,
+)
 from berth.common.metrics import serve_metrics
 from berth.common.planned import fill_planned
 from berth.common.reflection import enable_reflection
@@ -93,7 +98,7 @@ class Daemon:
         lifecycle: Lifecycle | None = None,
         background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
         on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
-        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        interceptors: Sequence[HandlerInterceptor] = (),
     ) -> None:
         self.component = component
         self.settings = settings
@@ -108,13 +113,14 @@ class Daemon:
         self._bound_sockets: list[Path] = []
 
     def build(self) -> grpc.aio.Server:
+        server = grpc.aio.server(options=SERVER_OPTIONS)
         interceptors = [TelemetryInterceptor(), *self.interceptors, ErrorInterceptor()]
-        server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
+        registrar: Any = WrappingServer(server, interceptors)
         for service in self.services:
-            service.register(server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+            service.register(registrar)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, registrar)
         names = [s.name for s in self.services]
-        enable_reflection([*names, health.SERVICE_NAME], server)
+        enable_reflection([*names, health.SERVICE_NAME], registrar)
         for address in self.settings.addresses:
             self._bind(server, address)
         return server

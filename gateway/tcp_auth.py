@@ -12,7 +12,7 @@ import grpc
 import grpc.aio
 
 from berth.common.errors import BerthError
-from berth.common.interceptors import MethodWrappingInterceptor, behavior_field, drive
+from berth.common.interceptors import HandlerInterceptor, behavior_field, drive
 from berth.common.status import to_status
 from berth.gateway.auth import TokenFile
 
@@ -20,9 +20,8 @@ OPEN_PREFIXES = ("/grpc.health.v1.",)
 AUTHORIZATION_KEY = "authorization"
 
 
-class TokenInterceptor(MethodWrappingInterceptor):
+class TokenInterceptor(HandlerInterceptor):
     def __init__(self, tokens: TokenFile, forwarded: set[str]) -> None:
-        super().__init__()
         self.tokens = tokens
         self.forwarded = forwarded
 
