@@ -26,6 +26,7 @@ import grpc
 import grpc.aio
 
 from berth.api.network.v1 import system_service_pb2
+from tests.support.hostns import TestHost, host_namespace
 from tests.support.processes import DaemonProcess, start, wait_serving
 
 METHOD = "/berth.network.v1.SystemService/GetVersion"
@@ -72,11 +73,16 @@ def median_result(results: list[Result]) -> Result:
 
 @contextmanager
 def servers(root: Path) -> Iterator[dict[str, str]]:
+    with host_namespace() as host:
+        yield from _servers(root, host)
+
+
+def _servers(root: Path, host: TestHost) -> Iterator[dict[str, str]]:
     agent = start(
         "networkd",
         "berth.network.main",
         root / "networkd.sock",
-        ["--state-dir", str(root / "net")],
+        ["--state-dir", str(root / "net"), *host.agent_args()],
         root,
     )
     nowhere = f"unix://{root}/absent.sock"

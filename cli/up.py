@@ -55,6 +55,12 @@ def up(
     grace_period: Annotated[float, typer.Option(help="seconds calls get to finish")] = 10.0,
     log_format: Annotated[str, typer.Option(help="auto, json or console")] = "auto",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+    agent_netns: Annotated[
+        str | None, typer.Option(help="run the network agent inside this network namespace")
+    ] = None,
+    agent_prefix: Annotated[
+        str, typer.Option(help="prefix of the namespaces the network agent creates")
+    ] = "",
 ) -> None:
     """Start berth on this host (all daemons and the gateway) until Ctrl-C."""
     common = [
@@ -65,7 +71,10 @@ def up(
         "--log-level",
         log_level,
     ]
-    daemons = _daemon_children(state_dir, socket.parent, common, metrics_port)
+    agent_args = (["--netns", agent_netns] if agent_netns else []) + (
+        ["--name-prefix", agent_prefix] if agent_prefix else []
+    )
+    daemons = _daemon_children(state_dir, socket.parent, common, metrics_port, agent_args)
     gateway_args = [
         "--state-dir",
         str(state_dir / "gateway"),
@@ -85,7 +94,11 @@ def up(
 
 
 def _daemon_children(
-    state_dir: Path, socket_dir: Path, common: list[str], metrics_port: int
+    state_dir: Path,
+    socket_dir: Path,
+    common: list[str],
+    metrics_port: int,
+    agent_args: list[str],
 ) -> list[Child]:
     specs = [
         ("network", "berth.network.main", "networkd"),
@@ -102,6 +115,7 @@ def _daemon_children(
             f"unix://{sock}",
             *common,
             *_metrics(metrics_port, offset),
+            *(agent_args if name == "network" else []),
         ]
         children.append(Child(name, module, args, sock))
     return children

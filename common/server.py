@@ -97,6 +97,7 @@ class Daemon:
         *,
         lifecycle: Lifecycle | None = None,
         background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
+        on_start: Sequence[Callable[[], Awaitable[None]]] = (),
         on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
         interceptors: Sequence[HandlerInterceptor] = (),
     ) -> None:
@@ -105,6 +106,7 @@ class Daemon:
         self.services = list(services)
         self.lifecycle = lifecycle or Lifecycle()
         self.background = list(background)
+        self.on_start = list(on_start)
         self.on_stop = list(on_stop)
         self.interceptors = list(interceptors)
         self._tasks: list[asyncio.Task[None]] = []
@@ -126,6 +128,8 @@ class Daemon:
         return server
 
     async def run(self) -> None:
+        for hook in self.on_start:  # before serving: SERVING means ready
+            await hook()
         server = self.build()
         await server.start()
         self._restrict_sockets()

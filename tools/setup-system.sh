@@ -4,7 +4,10 @@
 set -euo pipefail
 
 PACKAGES=(
-  iproute2   # ip netns, for the network agent and its tests
+  iproute2      # ip netns, for the network agent and its tests
+  nftables      # nft: the network agent's firewall and NAT rules
+  util-linux    # nsenter: commands in namespaces given by path
+  iputils-ping  # ping, used by the network tests
   nodejs     # npm, for the command-line tools in package.json (buf lints the contracts)
 )
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pyroute2 import netns
+
 from berth.api.network.v1 import (
     event_service_pb2_grpc,
     network_service_pb2_grpc,
@@ -12,31 +14,59 @@ from berth.api.network.v1 import (
 )
 from berth.common import logging
 from berth.common.server import Daemon, Lifecycle, registration, run_daemon
-from berth.common.system import system_servicer
+from berth.network.adapters.links import Links
+from berth.network.adapters.nftables import Nftables
+from berth.network.agent import NetworkAgent
 from berth.network.domain.events import EventLog
 from berth.network.settings import NetworkdSettings
 from berth.network.transport.events import EventServicer
-
-BRIDGE_NETWORKS = "user-defined bridge networks, IPAM and sandboxes"
+from berth.network.transport.networks import NetworkServicer
+from berth.network.transport.sandboxes import SandboxServicer
+from berth.network.transport.system import SystemServicer
 
 
 def build_agent(settings: NetworkdSettings) -> Daemon:
     lifecycle = Lifecycle()
     events = EventLog()
     events.bind_loop()
-    system = system_servicer(system_service_pb2_grpc, "berth-networkd", lifecycle)
+    links = Links()
+    agent = NetworkAgent(
+        state_dir=settings.state_dir,
+        links=links,
+        nftables=Nftables(),
+        events=events,
+        name_prefix=settings.name_prefix,
+        default_bridge_name=settings.default_bridge_name,
+    )
+
+    async def start() -> None:
+        await links.open()
+        await agent.start()
+
     services = [
-        registration(system_service_pb2_grpc, "SystemService", system, planned=BRIDGE_NETWORKS),
+        registration(
+            system_service_pb2_grpc, "SystemService", SystemServicer(agent, settings, lifecycle)
+        ),
         registration(event_service_pb2_grpc, "EventService", EventServicer(events, lifecycle)),
-        registration(network_service_pb2_grpc, "NetworkService", planned=BRIDGE_NETWORKS),
-        registration(sandbox_service_pb2_grpc, "SandboxService", planned=BRIDGE_NETWORKS),
+        registration(network_service_pb2_grpc, "NetworkService", NetworkServicer(agent)),
+        registration(sandbox_service_pb2_grpc, "SandboxService", SandboxServicer(agent)),
     ]
-    return Daemon("berth-networkd", settings, services, lifecycle=lifecycle)
+    return Daemon(
+        "berth-networkd",
+        settings,
+        services,
+        lifecycle=lifecycle,
+        on_start=[start],
+        on_stop=[links.close],
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     settings = NetworkdSettings.from_args(argv)
     logging.configure(level=settings.log_level, fmt=settings.log_format)
+    if settings.netns:
+        # Before any thread exists: every thread grpc starts later inherits the namespace.
+        netns.setns(settings.netns, flags=0)
     run_daemon(lambda: build_agent(settings))
 
 

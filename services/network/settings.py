@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from pydantic import Field
@@ -23,3 +24,12 @@ class NetworkdSettings(DaemonSettings):
         default_factory=lambda: ["unix:///run/berth/networkd.sock"],
         description="unix:///path.sock or host:port (repeatable)",
     )
+    name_prefix: str = Field(
+        "", description="prefix of every namespace this agent creates (agents sharing a machine)"
+    )
+    default_bridge_name: str = Field("berth0", description="device of the default bridge network")
+    netns: str | None = Field(
+        None,
+        description="run inside this existing network namespace (a test host, or a dedicated one)",
+    )
+    host_name: str = Field(default_factory=socket.gethostname, description="this host's name")

@@ -6,13 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.stack import Stack, start_stack
+from tests.support.stack import Stack, running_stack
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = start_stack(tmp_path_factory.mktemp("berth"))
-    try:
+    with running_stack(tmp_path_factory.mktemp("berth")) as running:
         yield running
-    finally:
-        running.stop()

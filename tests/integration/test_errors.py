@@ -15,14 +15,12 @@ from berth.api.network.v1 import event_service_pb2, event_service_pb2_grpc, reso
 from berth.gateway.routes import build_routes
 from berth.mcp import main as mcp_main
 from berth.models import main as models_main
-from berth.network import main as network_main
 from tests.integration.test_forwarding import error_info
 from tests.support.processes import start
 from tests.support.stack import Stack
 
 IMPLEMENTED = {
-    "/berth.network.v1.SystemService/GetVersion",
-    "/berth.network.v1.EventService/StreamEvents",
+    *(path for path in build_routes() if path.startswith("/berth.network.v1.")),
     "/berth.models.v1.SystemService/GetVersion",
     "/berth.models.v1.RunnerService/StreamLogs",
     "/berth.mcp.v1.SystemService/GetVersion",
@@ -31,7 +29,7 @@ IMPLEMENTED = {
     "/berth.mcp.v1.FeatureService/DisableFeature",
 }
 CAPABILITIES = {
-    "network": {network_main.BRIDGE_NETWORKS},
+    "network": set(),
     "models": {models_main.MODEL_STORE, models_main.INFERENCE},
     "mcp": {mcp_main.TOOLKIT, mcp_main.SECRETS},
 }

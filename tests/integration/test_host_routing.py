@@ -9,22 +9,28 @@ import grpc
 
 from berth.api.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
 from berth.api.network.v1 import system_service_pb2, system_service_pb2_grpc
+from tests.support.hostns import TestHost, host_namespace
 from tests.support.processes import start
 
 
 def test_calls_reach_the_named_hosts_agent_and_only_it(tmp_path: Path) -> None:
+    with host_namespace() as host_here, host_namespace() as host_there:
+        route_between(tmp_path, host_here, host_there)
+
+
+def route_between(tmp_path: Path, host_here: TestHost, host_there: TestHost) -> None:
     here = start(
         "agent-here",
         "berth.network.main",
         tmp_path / "here.sock",
-        ["--state-dir", str(tmp_path / "here")],
+        ["--state-dir", str(tmp_path / "here"), *host_here.agent_args()],
         tmp_path,
     )
     there = start(
         "agent-there",
         "berth.network.main",
         tmp_path / "there.sock",
-        ["--state-dir", str(tmp_path / "there")],
+        ["--state-dir", str(tmp_path / "there"), *host_there.agent_args()],
         tmp_path,
     )
     nowhere = f"unix://{tmp_path}/absent.sock"

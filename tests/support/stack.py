@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
 from berth.gateway.auth import add_token
+from tests.support.hostns import TestHost, host_namespace
 from tests.support.processes import DaemonProcess, free_port, start, wait_serving
 from tests.support.tls import TlsFiles, make_tls
 
@@ -31,6 +34,7 @@ class Stack:
     gateway: DaemonProcess
     tcp_port: int
     tls: TlsFiles
+    host: TestHost
     tokens: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -49,17 +53,29 @@ class Stack:
             daemon.stop()
 
 
-def start_stack(root: Path, gateway_args: list[str] | None = None) -> Stack:
+@contextmanager
+def running_stack(root: Path, gateway_args: list[str] | None = None) -> Iterator[Stack]:
+    """A whole berth whose network agent lives in a test host namespace."""
+    with host_namespace() as host:
+        stack = start_stack(root, host, gateway_args)
+        try:
+            yield stack
+        finally:
+            stack.stop()
+
+
+def start_stack(root: Path, host: TestHost, gateway_args: list[str] | None = None) -> Stack:
     run = root / "run"
     run.mkdir(parents=True, exist_ok=True)
     daemons: dict[str, DaemonProcess] = {}
     try:
         for domain, (module, program) in DAEMONS.items():
+            extra = host.agent_args() if domain == "network" else []
             daemons[domain] = start(
                 program,
                 module,
                 run / f"{program}.sock",
-                ["--state-dir", str(root / domain)],
+                ["--state-dir", str(root / domain), *extra],
                 root,
                 wait=False,
             )
@@ -88,4 +104,4 @@ def start_stack(root: Path, gateway_args: list[str] | None = None) -> Stack:
         for daemon in daemons.values():
             daemon.stop()
         raise
-    return Stack(root, daemons, gateway, port, tls, tokens)
+    return Stack(root, daemons, gateway, port, tls, host, tokens)

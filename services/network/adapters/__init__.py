@@ -1,0 +1,1 @@
+"""Kernel adapters of the network agent: namespaces, links, firewall (pyroute2, nft)."""

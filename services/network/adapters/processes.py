@@ -1,0 +1,72 @@
+"""Commands run inside a sandbox, their output streamed as it comes (`sandbox exec`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+
+CHUNK = 64 * 1024
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def in_netns_argv(netns: str, argv: Sequence[str]) -> list[str]:
+    """Named namespaces go through `ip netns exec`, which also applies
+    /etc/netns/NAME/resolv.conf; others (a /proc/PID/ns/net path) through nsenter."""
+    path = Path(netns)
+    if path.parent == Path("/run/netns"):
+        return ["ip", "netns", "exec", path.name, *argv]
+    return ["nsenter", f"--net={netns}", "--", *argv]
+
+
+async def stream(
+    netns: str,
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    workdir: str | None,
+    stdin: bytes,
+) -> AsyncIterator[tuple[str, bytes] | int]:
+    """Yields ("stdout"|"stderr", chunk) while the command runs, then its exit code
+    (128+N when killed by signal N). Cancelling the iteration kills the command."""
+    process = await asyncio.create_subprocess_exec(
+        *in_netns_argv(netns, argv),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={"PATH": DEFAULT_PATH, **env},
+        cwd=workdir or None,
+    )
+    queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue()
+
+    async def pump(name: str, reader: asyncio.StreamReader) -> None:
+        while chunk := await reader.read(CHUNK):
+            await queue.put((name, chunk))
+        await queue.put(None)
+
+    assert process.stdin and process.stdout and process.stderr
+    pumps = [
+        asyncio.create_task(pump("stdout", process.stdout)),
+        asyncio.create_task(pump("stderr", process.stderr)),
+    ]
+    try:
+        process.stdin.write(stdin)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            await process.stdin.drain()
+        process.stdin.close()
+        open_pipes = 2
+        while open_pipes:
+            item = await queue.get()
+            if item is None:
+                open_pipes -= 1
+            else:
+                yield item
+        code = await process.wait()
+        yield 128 - code if code < 0 else code
+    finally:
+        for task in pumps:
+            task.cancel()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

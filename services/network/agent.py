@@ -1,0 +1,646 @@
+"""The network agent's operations: the rules of the domain applied to the kernel.
+
+Every change runs under one lock, allocates in the domain first, programs the kernel,
+and only then commits and persists; a failure rolls back what was done, so a failed
+call leaves no kernel object, no allocation and no state entry behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable, Iterable
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_interface
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from berth.common.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+)
+from berth.common.jsonfile import read_json, write_json
+from berth.network.adapters.links import Links
+from berth.network.adapters.netns import create_netns, netns_exists, remove_netns
+from berth.network.adapters.nftables import BridgeRules, Nftables
+from berth.network.domain.events import Event, EventLog
+from berth.network.domain.model import (
+    Driver,
+    Endpoint,
+    IPAddress,
+    IPInterface,
+    Network,
+    Sandbox,
+    SandboxState,
+)
+from berth.network.domain.requests import EndpointRequest, NetworkRequest, SandboxRequest
+from berth.network.domain.state import NetworkState
+from berth.network.domain.validation import (
+    bridge_options,
+    check_alias,
+    check_hostname,
+    check_labels,
+    check_name,
+    endpoint_sysctls,
+    new_id,
+)
+
+log = structlog.get_logger("berth.network")
+
+DEFAULT_BRIDGE = "bridge"
+PREDEFINED = ("bridge", "host", "none")
+HOST_VETH_PREFIX = "bv"  # every host-side veth berth makes: bv + 12 hex (14 characters)
+BASE_ROUTE_METRIC = 100_000
+METRICS_PER_PRIORITY = 64  # interfaces of one sandbox at one priority: each needs its own metric
+
+
+class NetworkAgent:
+    def __init__(
+        self,
+        *,
+        state_dir: Path,
+        links: Links,
+        nftables: Nftables,
+        events: EventLog,
+        name_prefix: str = "",
+        default_bridge_name: str = "berth0",
+        resolv_dir: Path = Path("/etc/netns"),
+    ) -> None:
+        self.state_file = state_dir / "state.json"
+        self.links = links
+        self.nftables = nftables
+        self.events = events
+        self.prefix = name_prefix
+        self.default_bridge_name = default_bridge_name
+        self.resolv_dir = resolv_dir
+        self.lock = asyncio.Lock()
+        self.state = NetworkState()
+
+    # -- life ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the state, make the kernel match it, and create the predefined networks."""
+        data = read_json(self.state_file, None)
+        self.state = NetworkState.from_dict(data) if data else NetworkState()
+        await self.links.enable_forwarding(ipv6=True)
+        async with self.lock:
+            await self._ensure_predefined()
+            await self._reconcile()
+            await self._apply_rules()
+            self._save()
+
+    async def _ensure_predefined(self) -> None:
+        if self.state.network_named("host") is None:
+            self._add_plain_network("host", Driver.HOST)
+        if self.state.network_named("none") is None:
+            self._add_plain_network("none", Driver.NULL)
+        if self.state.network_named(DEFAULT_BRIDGE) is None:
+            request = NetworkRequest(
+                name=DEFAULT_BRIDGE,
+                options={"com.docker.network.bridge.name": self.default_bridge_name},
+            )
+            await self._create_bridge_network(request, predefined=True)
+
+    def _add_plain_network(self, name: str, driver: Driver) -> None:
+        network = Network(id=new_id(), name=name, driver=driver, bridge=None, predefined=True)
+        self.state.networks[network.id] = network
+
+    async def _reconcile(self) -> None:
+        """Recreate what the state has and the kernel lost; remove berth's orphan veths."""
+        for network in self.state.networks.values():
+            if network.bridge is not None:
+                await self._ensure_bridge(network)
+        wanted_veths = set()
+        for sandbox in self.state.sandboxes.values():
+            if not sandbox.attached and not netns_exists(Path(sandbox.netns).name):
+                await create_netns(Path(sandbox.netns).name)
+            for endpoint in sandbox.endpoints.values():
+                wanted_veths.add(endpoint.host_interface)
+        present = await self.links.link_names()
+        for name in present - wanted_veths:
+            if _is_berth_veth(name):
+                await self.links.remove_endpoint(name)
+        for sandbox in self.state.sandboxes.values():
+            if sandbox.state is not SandboxState.RUNNING:
+                continue
+            for endpoint in list(sandbox.endpoints.values()):
+                if endpoint.host_interface not in present:
+                    await self._plumb(sandbox, endpoint)
+
+    # -- networks --------------------------------------------------------------------
+
+    async def create_network(self, request: NetworkRequest) -> Network:
+        async with self.lock:
+            network = await self._create_bridge_network(request, predefined=False)
+            self._save()
+        self._emit("network", "create", network.id, name=network.name, type=network.driver)
+        return network
+
+    async def _create_bridge_network(self, request: NetworkRequest, *, predefined: bool) -> Network:
+        name = check_name(request.name)
+        if self.state.network_named(name) is not None:
+            raise AlreadyExists(
+                f"network with name {name} already exists",
+                reason="NETWORK_EXISTS",
+                metadata={"network": name},
+            )
+        if request.driver != "bridge":
+            raise InvalidArgument(
+                [
+                    FieldViolation(
+                        "driver",
+                        f"driver {request.driver!r} is not available on this host; use bridge",
+                    )
+                ]
+            )
+        network_id = new_id()
+        options = bridge_options(request.options, network_id=network_id)
+        labels = check_labels(request.labels)
+        self._check_bridge_name_free(options.bridge_name)
+        avoid = await self.links.host_networks()
+        subnets = self.state.ipam.plan(
+            list(request.subnets), ipv4=request.ipv4, ipv6=request.ipv6, avoid=avoid
+        )
+        network = Network(
+            id=network_id,
+            name=name,
+            driver=Driver.BRIDGE,
+            bridge=options,
+            subnets=subnets,
+            ipv4=request.ipv4,
+            ipv6=request.ipv6,
+            internal=request.internal,
+            attachable=request.attachable,
+            labels=labels,
+            options=dict(request.options),
+            predefined=predefined,
+        )
+        self.state.ipam.add_network(network.id, subnets)
+        try:
+            await self._ensure_bridge(network)
+            self.state.networks[network.id] = network
+            await self._apply_rules()
+        except BaseException:
+            self.state.networks.pop(network.id, None)
+            self.state.ipam.remove_network(network.id)
+            await self.links.delete_link(options.bridge_name)
+            raise
+        return network
+
+    def _check_bridge_name_free(self, bridge_name: str) -> None:
+        for other in self.state.networks.values():
+            if other.bridge is not None and other.bridge.bridge_name == bridge_name:
+                raise AlreadyExists(
+                    f"bridge {bridge_name} is used by network {other.name}",
+                    reason="BRIDGE_NAME_IN_USE",
+                    metadata={"bridge": bridge_name},
+                )
+
+    async def _ensure_bridge(self, network: Network) -> None:
+        assert network.bridge is not None
+        addresses = [] if network.bridge.inhibit_ipv4 else _gateway_interfaces(network)
+        await self.links.ensure_bridge(
+            network.bridge.bridge_name, mtu=network.bridge.mtu, addresses=addresses
+        )
+
+    def inspect_network(self, ref: str) -> Network:
+        return self.state.network(ref)
+
+    def list_networks(self) -> list[Network]:
+        return sorted(self.state.networks.values(), key=lambda n: n.name)
+
+    async def remove_network(self, ref: str) -> Network:
+        async with self.lock:
+            network = self.state.network(ref)
+            if network.predefined:
+                raise FailedPrecondition(
+                    f"{network.name} is a pre-defined network and cannot be removed",
+                    reason="NETWORK_PREDEFINED",
+                    metadata={"network": network.name},
+                )
+            attached = [s.name for s, _ in self.state.endpoints_on(network.id)]
+            if attached:
+                raise FailedPrecondition(
+                    f"error while removing network: network {network.name} id {network.id} "
+                    f"has active endpoints ({', '.join(sorted(attached))})",
+                    reason="NETWORK_IN_USE",
+                    metadata={"network": network.name, "sandboxes": ",".join(sorted(attached))},
+                )
+            del self.state.networks[network.id]
+            self.state.ipam.remove_network(network.id)
+            await self._apply_rules()
+            if network.bridge is not None:
+                await self.links.delete_link(network.bridge.bridge_name)
+            self._save()
+        self._emit("network", "destroy", network.id, name=network.name, type=network.driver)
+        return network
+
+    async def prune_networks(self, keep: Callable[[Network], bool]) -> list[Network]:
+        """Remove every unused user-defined network for which keep() is False."""
+        removed = []
+        for network in self.list_networks():
+            unused = not network.predefined and not self.state.endpoints_on(network.id)
+            if unused and not keep(network):
+                removed.append(await self.remove_network(network.id))
+        return removed
+
+    # -- endpoints -------------------------------------------------------------------
+
+    async def connect(
+        self, network_ref: str, sandbox_ref: str, request: EndpointRequest
+    ) -> Endpoint:
+        async with self.lock:
+            endpoint = await self._connect(network_ref, sandbox_ref, request)
+            self._save()
+        return endpoint
+
+    async def _connect(
+        self, network_ref: str, sandbox_ref: str, request: EndpointRequest
+    ) -> Endpoint:
+        network = self.state.network(network_ref)
+        sandbox = self.state.sandbox(sandbox_ref)
+        if network.bridge is None:
+            raise FailedPrecondition(
+                f"sandboxes cannot be connected to the {network.name} network",
+                reason="NETWORK_NOT_CONNECTABLE",
+                metadata={"network": network.name},
+            )
+        if network.id in sandbox.endpoints:
+            raise AlreadyExists(
+                f"endpoint with name {sandbox.name} already exists in network {network.name}",
+                reason="ENDPOINT_EXISTS",
+                metadata={"network": network.name, "sandbox": sandbox.name},
+            )
+        endpoint = self._new_endpoint(network, sandbox, request)
+        sandbox.endpoints[network.id] = endpoint
+        try:
+            if sandbox.state is SandboxState.RUNNING:
+                await self._plumb(sandbox, endpoint)
+        except BaseException:
+            del sandbox.endpoints[network.id]
+            raise
+        self._emit(
+            "network",
+            "connect",
+            network.id,
+            name=network.name,
+            sandbox=sandbox.name,
+            sandbox_id=sandbox.id,
+        )
+        return endpoint
+
+    def _new_endpoint(
+        self, network: Network, sandbox: Sandbox, request: EndpointRequest
+    ) -> Endpoint:
+        field = "endpoint_config"
+        static4 = _parse_ip(request.ip_address, 4, f"{field}.ip_address")
+        static6 = _parse_ip(request.ipv6_address, 6, f"{field}.ipv6_address")
+        if (static4 or static6) and network.name == DEFAULT_BRIDGE:
+            raise InvalidArgument(
+                [
+                    FieldViolation(
+                        f"{field}.ip_address",
+                        "user specified IP address is supported on user defined networks only",
+                    )
+                ]
+            )
+        assert network.bridge is not None
+        ifname = _next_ifname(network.bridge.container_iface_prefix, sandbox)
+        aliases = [
+            check_alias(a, field=f"{field}.aliases[{i}]") for i, a in enumerate(request.aliases)
+        ]
+        links = {
+            check_name(t, field=f"{field}.links[{i}].name", what="sandbox"): check_alias(
+                a or t, field=f"{field}.links[{i}].alias"
+            )
+            for i, (t, a) in enumerate(request.links.items())
+        }
+        link_local = [
+            _parse_ip(a, None, f"{field}.link_local_ips[{i}]")
+            for i, a in enumerate(request.link_local_ips)
+        ]
+        return Endpoint(
+            id=new_id(),
+            network_id=network.id,
+            interface=ifname,
+            host_interface=HOST_VETH_PREFIX + secrets.token_hex(6),
+            mac_address=_random_mac(),
+            static_ipv4=static4,  # type: ignore[arg-type]
+            static_ipv6=static6,  # type: ignore[arg-type]
+            aliases=aliases,
+            links=links,
+            link_local_ips=[a for a in link_local if a is not None],
+            sysctls=endpoint_sysctls(
+                request.driver_opts, ifname=ifname, field=f"{field}.driver_opts"
+            ),
+            gw_priority=request.gw_priority,
+        )
+
+    async def _plumb(self, sandbox: Sandbox, endpoint: Endpoint) -> None:
+        """Give the endpoint its addresses and its veth pair; undo both on failure."""
+        network = self.state.networks[endpoint.network_id]
+        assert network.bridge is not None
+        taken: list[IPInterface] = []
+        try:
+            endpoint.ipv4 = self._address(network, 4, endpoint.static_ipv4, taken)  # type: ignore[assignment]
+            endpoint.ipv6 = self._address(network, 6, endpoint.static_ipv6, taken)  # type: ignore[assignment]
+            gateway4, gateway6 = (None, None) if network.internal else _gateways(network)
+            await self.links.create_endpoint(
+                bridge=network.bridge.bridge_name,
+                host_ifname=endpoint.host_interface,
+                netns=sandbox.netns,
+                ifname=endpoint.interface,
+                mac=endpoint.mac_address,
+                mtu=network.bridge.mtu,
+                addresses=[*taken, *(_link_local(a) for a in endpoint.link_local_ips)],
+                gateway4=gateway4,
+                gateway6=gateway6,
+                metric=_route_metric(endpoint),
+                sysctls=endpoint.sysctls,
+            )
+            if not network.bridge.enable_icc:
+                await self.links.set_port_isolated(endpoint.host_interface, True)
+        except BaseException:
+            for address in taken:
+                self.state.ipam.release(network.id, address.ip)
+            endpoint.ipv4 = endpoint.ipv6 = None
+            await self.links.remove_endpoint(endpoint.host_interface)
+            raise
+
+    def _address(
+        self, network: Network, version: int, static: IPAddress | None, taken: list[IPInterface]
+    ) -> IPInterface | None:
+        if not any(s.subnet.version == version for s in network.subnets):
+            return None
+        if version == 4 and not network.ipv4:
+            return None
+        field = "endpoint_config.ip_address" if version == 4 else "endpoint_config.ipv6_address"
+        address = self.state.ipam.allocate(network.id, version, static, field=field)
+        taken.append(address)
+        return address
+
+    async def _unplumb(self, endpoint: Endpoint) -> None:
+        await self.links.remove_endpoint(endpoint.host_interface)
+        for address in (endpoint.ipv4, endpoint.ipv6):
+            if address is not None:
+                self.state.ipam.release(endpoint.network_id, address.ip)
+        endpoint.ipv4 = endpoint.ipv6 = None
+
+    async def disconnect(self, network_ref: str, sandbox_ref: str, force: bool) -> None:
+        async with self.lock:
+            network = self.state.network(network_ref)
+            sandbox = self._sandbox_for_disconnect(sandbox_ref, network, force)
+            if sandbox is None:
+                return
+            endpoint = sandbox.endpoints.get(network.id)
+            if endpoint is None:
+                raise FailedPrecondition(
+                    f"sandbox {sandbox.name} is not connected to network {network.name}",
+                    reason="NOT_CONNECTED",
+                    metadata={"network": network.name, "sandbox": sandbox.name},
+                )
+            await self._unplumb(endpoint)
+            del sandbox.endpoints[network.id]
+            self._save()
+        self._emit(
+            "network",
+            "disconnect",
+            network.id,
+            name=network.name,
+            sandbox=sandbox.name,
+            sandbox_id=sandbox.id,
+        )
+
+    def _sandbox_for_disconnect(self, ref: str, network: Network, force: bool) -> Sandbox | None:
+        """The sandbox; with force, a stale endpoint whose sandbox is gone is cleaned up."""
+        try:
+            return self.state.sandbox(ref)
+        except Exception:
+            if not force:
+                raise
+        log.info("removing stale endpoint", network=network.name, sandbox=ref)
+        return None
+
+    # -- sandboxes -------------------------------------------------------------------
+
+    async def create_sandbox(self, request: SandboxRequest) -> Sandbox:
+        async with self.lock:
+            sandbox = await self._create_sandbox(request)
+            self._save()
+        self._emit("sandbox", "create", sandbox.id, name=sandbox.name)
+        return sandbox
+
+    async def _create_sandbox(self, request: SandboxRequest) -> Sandbox:
+        name = check_name(request.name, what="sandbox")
+        if self.state.sandbox_named(name) is not None:
+            raise AlreadyExists(
+                f"sandbox name {name} is already in use",
+                reason="SANDBOX_EXISTS",
+                metadata={"sandbox": name},
+            )
+        hostname = check_hostname(request.hostname) if request.hostname else name[:63]
+        labels = check_labels(request.labels)
+        attached = bool(request.netns_path)
+        if attached:
+            _check_netns_path(request.netns_path)
+        netns = request.netns_path or str(await create_netns(self.prefix + name))
+        sandbox = Sandbox(
+            id=new_id(), name=name, netns=netns, attached=attached, hostname=hostname, labels=labels
+        )
+        self.state.sandboxes[sandbox.id] = sandbox
+        try:
+            self._write_resolv_conf(sandbox, request.dns)
+            networks = request.networks or [(DEFAULT_BRIDGE, EndpointRequest())]
+            for network_ref, endpoint_request in networks:
+                await self._connect(network_ref, sandbox.id, endpoint_request)
+            if request.start:
+                await self._start(sandbox)
+        except BaseException:
+            await self._destroy(sandbox)
+            raise
+        return sandbox
+
+    def _write_resolv_conf(self, sandbox: Sandbox, dns: Iterable[str]) -> None:
+        if sandbox.attached:
+            return
+        servers = [str(_parse_ip(s, None, f"dns[{i}]")) for i, s in enumerate(dns)]
+        folder = self.resolv_dir / Path(sandbox.netns).name
+        folder.mkdir(parents=True, exist_ok=True)
+        lines = [f"nameserver {s}" for s in servers or _host_nameservers()]
+        (folder / "resolv.conf").write_text("".join(f"{line}\n" for line in lines))
+
+    async def start_sandbox(self, ref: str) -> Sandbox:
+        async with self.lock:
+            sandbox = self.state.sandbox(ref)
+            await self._start(sandbox)
+            self._save()
+        self._emit("sandbox", "start", sandbox.id, name=sandbox.name)
+        return sandbox
+
+    async def _start(self, sandbox: Sandbox) -> None:
+        if sandbox.state is SandboxState.RUNNING:
+            return
+        done: list[Endpoint] = []
+        try:
+            for endpoint in sandbox.endpoints.values():
+                await self._plumb(sandbox, endpoint)
+                done.append(endpoint)
+        except BaseException:
+            for endpoint in done:
+                await self._unplumb(endpoint)
+            raise
+        sandbox.state = SandboxState.RUNNING
+
+    async def stop_sandbox(self, ref: str) -> Sandbox:
+        async with self.lock:
+            sandbox = self.state.sandbox(ref)
+            await self._stop(sandbox)
+            self._save()
+        self._emit("sandbox", "stop", sandbox.id, name=sandbox.name)
+        return sandbox
+
+    async def _stop(self, sandbox: Sandbox) -> None:
+        if sandbox.state is not SandboxState.RUNNING:
+            return
+        for endpoint in sandbox.endpoints.values():
+            await self._unplumb(endpoint)
+        sandbox.state = SandboxState.STOPPED
+
+    async def remove_sandbox(self, ref: str, force: bool) -> Sandbox:
+        async with self.lock:
+            sandbox = self.state.sandbox(ref)
+            if sandbox.state is SandboxState.RUNNING and not force:
+                raise FailedPrecondition(
+                    f"cannot remove running sandbox {sandbox.name}: stop it or use --force",
+                    reason="SANDBOX_RUNNING",
+                    metadata={"sandbox": sandbox.name},
+                )
+            await self._destroy(sandbox)
+            self._save()
+        self._emit("sandbox", "destroy", sandbox.id, name=sandbox.name)
+        return sandbox
+
+    async def _destroy(self, sandbox: Sandbox) -> None:
+        await self._stop(sandbox)
+        self.state.sandboxes.pop(sandbox.id, None)
+        if not sandbox.attached:
+            await remove_netns(Path(sandbox.netns).name)
+            folder = self.resolv_dir / Path(sandbox.netns).name
+            (folder / "resolv.conf").unlink(missing_ok=True)
+            if folder.exists() and not any(folder.iterdir()):
+                folder.rmdir()
+
+    def inspect_sandbox(self, ref: str) -> Sandbox:
+        return self.state.sandbox(ref)
+
+    def list_sandboxes(self) -> list[Sandbox]:
+        return sorted(self.state.sandboxes.values(), key=lambda s: s.name)
+
+    # -- rules, state, events ----------------------------------------------------------
+
+    async def _apply_rules(self) -> None:
+        bridges = [
+            BridgeRules(
+                bridge=n.bridge.bridge_name,
+                subnets=tuple(s.subnet for s in n.subnets),
+                internal=n.internal,
+                masquerade=n.bridge.enable_ip_masquerade and n.bridge.gateway_mode_ipv4 == "nat",
+            )
+            for n in self.state.networks.values()
+            if n.bridge is not None
+        ]
+        await self.nftables.apply(bridges)
+
+    def _save(self) -> None:
+        write_json(self.state_file, self.state.to_dict())
+
+    def _emit(self, kind: str, action: str, actor: str, **attributes: Any) -> None:
+        self.events.publish(
+            Event(
+                type=kind,
+                action=action,
+                actor_id=actor,
+                attributes={k: str(v) for k, v in attributes.items()},
+            )
+        )
+
+
+def _check_netns_path(path: str) -> None:
+    if not Path(path).exists():
+        raise InvalidArgument([FieldViolation("netns_path", f"{path} does not exist")])
+
+
+def _is_berth_veth(name: str) -> bool:
+    rest = name.removeprefix(HOST_VETH_PREFIX)
+    return (
+        name.startswith(HOST_VETH_PREFIX)
+        and len(rest) == 12
+        and all(c in "0123456789abcdef" for c in rest)
+    )
+
+
+def _gateway_interfaces(network: Network) -> list[IPInterface]:
+    return [ip_interface(f"{s.gateway}/{s.subnet.prefixlen}") for s in network.subnets]
+
+
+def _gateways(network: Network) -> tuple[IPv4Address | None, IPv6Address | None]:
+    v4 = next((s.gateway for s in network.subnets if s.subnet.version == 4), None)
+    v6 = next((s.gateway for s in network.subnets if s.subnet.version == 6), None)
+    if network.bridge is not None and network.bridge.inhibit_ipv4:
+        v4 = None
+    return v4, v6  # type: ignore[return-value]
+
+
+def _route_metric(endpoint: Endpoint) -> int:
+    """Lower wins: a higher gw-priority gets a lower metric; the interface index keeps two
+    endpoints of one sandbox apart (the kernel refuses two equal default routes)."""
+    index = int("".join(c for c in endpoint.interface if c.isdigit()) or 0)
+    metric = BASE_ROUTE_METRIC - endpoint.gw_priority * METRICS_PER_PRIORITY + index
+    return max(1, min(metric, 2**31 - 1))
+
+
+def _next_ifname(prefix: str, sandbox: Sandbox) -> str:
+    used = {e.interface for e in sandbox.endpoints.values()}
+    return next(f"{prefix}{i}" for i in range(len(used) + 1) if f"{prefix}{i}" not in used)
+
+
+def _random_mac() -> str:
+    octets = [0x02, 0x42, *secrets.token_bytes(4)]  # locally administered, unicast
+    return ":".join(f"{o:02x}" for o in octets)
+
+
+def _parse_ip(text: str, version: int | None, field: str) -> IPAddress | None:
+    if not text:
+        return None
+    try:
+        address = ip_address(text)
+    except ValueError:
+        raise InvalidArgument([FieldViolation(field, f"invalid IP address {text!r}")]) from None
+    if version is not None and address.version != version:
+        raise InvalidArgument([FieldViolation(field, f"{text} is not an IPv{version} address")])
+    return address
+
+
+def _link_local(address: IPAddress) -> IPInterface:
+    return ip_interface(f"{address}/{16 if address.version == 4 else 64}")
+
+
+def _host_nameservers() -> list[str]:
+    """The host's resolvers, less loopback ones a sandbox cannot reach."""
+    try:
+        text = Path("/etc/resolv.conf").read_text()
+    except OSError:
+        return []
+    servers = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "nameserver":
+            try:
+                if not ip_address(parts[1]).is_loopback:
+                    servers.append(parts[1])
+            except ValueError:
+                continue
+    return servers[:3]

@@ -1,0 +1,45 @@
+"""What callers ask of the agent, as plain data (the transport builds these from protos)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from berth.network.domain.ipam import SubnetRequest
+
+
+@dataclass(frozen=True)
+class NetworkRequest:
+    name: str
+    driver: str = "bridge"
+    subnets: Sequence[SubnetRequest] = ()
+    ipv4: bool = True
+    ipv6: bool = False
+    internal: bool = False
+    attachable: bool = False
+    labels: Mapping[str, str] = field(default_factory=dict)
+    options: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EndpointRequest:
+    """`network connect` options (strings as given; the agent validates them)."""
+
+    ip_address: str = ""
+    ipv6_address: str = ""
+    aliases: Sequence[str] = ()
+    links: Mapping[str, str] = field(default_factory=dict)  # target -> alias
+    link_local_ips: Sequence[str] = ()
+    driver_opts: Mapping[str, str] = field(default_factory=dict)
+    gw_priority: int = 0
+
+
+@dataclass(frozen=True)
+class SandboxRequest:
+    name: str
+    networks: Sequence[tuple[str, EndpointRequest]] = ()  # empty: the default bridge
+    netns_path: str = ""  # attach an existing namespace instead of creating one
+    hostname: str = ""
+    dns: Sequence[str] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    start: bool = False

@@ -1,0 +1,176 @@
+"""The agent's whole state: networks, sandboxes and IPAM, with lookups and a JSON form.
+
+Lookups accept a name, a full id or an unambiguous id prefix, as Docker's do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from datetime import datetime
+from ipaddress import ip_address, ip_interface, ip_network
+from typing import Any, TypeVar
+
+from berth.common.errors import FailedPrecondition, NotFound
+from berth.network.domain.ipam import Ipam
+from berth.network.domain.model import (
+    BridgeOptions,
+    Driver,
+    Endpoint,
+    Network,
+    Sandbox,
+    SandboxState,
+    Subnet,
+)
+
+SCHEMA_VERSION = 1
+Named = TypeVar("Named", Network, Sandbox)
+
+
+class NetworkState:
+    def __init__(
+        self,
+        networks: Iterable[Network] = (),
+        sandboxes: Iterable[Sandbox] = (),
+        ipam: Ipam | None = None,
+    ) -> None:
+        self.networks = {n.id: n for n in networks}
+        self.sandboxes = {s.id: s for s in sandboxes}
+        self.ipam = ipam or Ipam()
+
+    def network(self, ref: str) -> Network:
+        return _find(self.networks.values(), ref, "network")
+
+    def sandbox(self, ref: str) -> Sandbox:
+        return _find(self.sandboxes.values(), ref, "sandbox")
+
+    def network_named(self, name: str) -> Network | None:
+        return next((n for n in self.networks.values() if n.name == name), None)
+
+    def sandbox_named(self, name: str) -> Sandbox | None:
+        return next((s for s in self.sandboxes.values() if s.name == name), None)
+
+    def endpoints_on(self, network_id: str) -> list[tuple[Sandbox, Endpoint]]:
+        return [
+            (s, s.endpoints[network_id])
+            for s in self.sandboxes.values()
+            if network_id in s.endpoints
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": SCHEMA_VERSION,
+            "networks": [_encode(n) for n in self.networks.values()],
+            "sandboxes": [_encode(s) for s in self.sandboxes.values()],
+            "ipam": self.ipam.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NetworkState:
+        if data.get("version") != SCHEMA_VERSION:
+            raise ValueError(f"unknown state version {data.get('version')!r}")
+        return cls(
+            networks=[_network(n) for n in data["networks"]],
+            sandboxes=[_sandbox(s) for s in data["sandboxes"]],
+            ipam=Ipam.from_dict(data["ipam"]),
+        )
+
+
+def _find(items: Iterable[Named], ref: str, what: str) -> Named:
+    candidates = list(items)
+    for item in candidates:
+        if ref in (item.name, item.id):
+            return item
+    by_prefix = [i for i in candidates if ref and i.id.startswith(ref)]
+    if len(by_prefix) == 1:
+        return by_prefix[0]
+    if len(by_prefix) > 1:
+        raise FailedPrecondition(
+            f"{what} id prefix {ref!r} is ambiguous", reason="AMBIGUOUS_ID", metadata={what: ref}
+        )
+    raise NotFound(
+        f"{what} {ref} not found", reason=f"{what.upper()}_NOT_FOUND", metadata={what: ref}
+    )
+
+
+def _encode(value: Any) -> Any:
+    """Dataclasses to dicts; addresses, enums and times to strings."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _encode(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_encode(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def _optional(value: str | None, parse: Any) -> Any:
+    return None if value is None else parse(value)
+
+
+def _network(data: dict[str, Any]) -> Network:
+    bridge = data["bridge"]
+    return Network(
+        id=data["id"],
+        name=data["name"],
+        driver=Driver(data["driver"]),
+        bridge=None
+        if bridge is None
+        else BridgeOptions(
+            **{**bridge, "host_binding_ipv4": ip_address(bridge["host_binding_ipv4"])}
+        ),
+        subnets=[
+            Subnet(
+                subnet=ip_network(s["subnet"]),
+                gateway=ip_address(s["gateway"]),
+                ip_range=_optional(s["ip_range"], ip_network),
+                aux_addresses={k: ip_address(v) for k, v in s["aux_addresses"].items()},
+            )
+            for s in data["subnets"]
+        ],
+        ipv4=data["ipv4"],
+        ipv6=data["ipv6"],
+        internal=data["internal"],
+        attachable=data["attachable"],
+        labels=data["labels"],
+        options=data["options"],
+        predefined=data["predefined"],
+        created=datetime.fromisoformat(data["created"]),
+    )
+
+
+def _endpoint(data: dict[str, Any]) -> Endpoint:
+    return Endpoint(
+        id=data["id"],
+        network_id=data["network_id"],
+        interface=data["interface"],
+        host_interface=data["host_interface"],
+        mac_address=data["mac_address"],
+        ipv4=_optional(data["ipv4"], ip_interface),
+        ipv6=_optional(data["ipv6"], ip_interface),
+        static_ipv4=_optional(data["static_ipv4"], ip_address),
+        static_ipv6=_optional(data["static_ipv6"], ip_address),
+        aliases=data["aliases"],
+        links=data["links"],
+        link_local_ips=[ip_address(a) for a in data["link_local_ips"]],
+        sysctls=data["sysctls"],
+        gw_priority=data["gw_priority"],
+    )
+
+
+def _sandbox(data: dict[str, Any]) -> Sandbox:
+    return Sandbox(
+        id=data["id"],
+        name=data["name"],
+        netns=data["netns"],
+        attached=data["attached"],
+        state=SandboxState(data["state"]),
+        hostname=data["hostname"],
+        labels=data["labels"],
+        endpoints={k: _endpoint(v) for k, v in data["endpoints"].items()},
+        created=datetime.fromisoformat(data["created"]),
+    )

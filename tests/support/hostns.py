@@ -1,0 +1,64 @@
+"""Throwaway network namespaces that play a host for a network agent in tests.
+
+Every name starts with a prefix unique to this process and call, and everything with
+that prefix (sandbox namespaces, their /etc/netns folders) is removed afterwards, even
+when the test failed.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+NETNS_DIR = Path("/run/netns")
+ETC_NETNS = Path("/etc/netns")
+
+
+@dataclass(frozen=True)
+class TestHost:
+    netns: str  # the agent's namespace
+    prefix: str  # what the agent puts before the namespaces it creates
+
+    def agent_args(self) -> list[str]:
+        return ["--netns", self.netns, "--name-prefix", self.prefix]
+
+    def run(self, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ip", "netns", "exec", self.netns, *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+
+def unique_prefix() -> str:
+    return f"bt{os.getpid() % 10000}{secrets.token_hex(2)}-"
+
+
+@contextmanager
+def host_namespace() -> Iterator[TestHost]:
+    prefix = unique_prefix()
+    host = TestHost(netns=f"{prefix}host", prefix=prefix)
+    subprocess.run(["ip", "netns", "add", host.netns], check=True)
+    subprocess.run(["ip", "netns", "exec", host.netns, "ip", "link", "set", "lo", "up"], check=True)
+    try:
+        yield host
+    finally:
+        remove_everything(prefix)
+
+
+def remove_everything(prefix: str) -> None:
+    for path in NETNS_DIR.glob(f"{prefix}*"):
+        subprocess.run(["ip", "netns", "delete", path.name], capture_output=True)
+    for path in ETC_NETNS.glob(f"{prefix}*"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def leftovers(prefix: str) -> list[str]:
+    return sorted(p.name for p in [*NETNS_DIR.glob(f"{prefix}*"), *ETC_NETNS.glob(f"{prefix}*")])
