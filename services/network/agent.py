@@ -25,17 +25,22 @@ from berth.common.errors import (
 from berth.common.jsonfile import read_json, write_json
 from berth.network.adapters.links import Links
 from berth.network.adapters.netns import create_netns, netns_exists, remove_netns
-from berth.network.adapters.nftables import BridgeRules, Nftables
+from berth.network.adapters.nftables import BridgeRules, Nftables, PortForward
+from berth.network.adapters.processes import HOST_NETNS
 from berth.network.domain.events import Event, EventLog
 from berth.network.domain.model import (
+    ANY_IPV4,
     Driver,
     Endpoint,
     IPAddress,
     IPInterface,
     Network,
+    PublishedPort,
     Sandbox,
     SandboxState,
+    now,
 )
+from berth.network.domain.ports import Claim, check_bindings, choose
 from berth.network.domain.requests import EndpointRequest, NetworkRequest, SandboxRequest
 from berth.network.domain.state import NetworkState
 from berth.network.domain.validation import (
@@ -443,17 +448,31 @@ class NetworkAgent:
             )
         hostname = check_hostname(request.hostname) if request.hostname else name[:63]
         labels = check_labels(request.labels)
-        attached = bool(request.netns_path)
-        if attached:
+        check_bindings(request.port_bindings)
+        networks = list(request.networks) or [(DEFAULT_BRIDGE, EndpointRequest())]
+        mode = self._special_mode(networks)
+        attached = bool(request.netns_path) or mode == "host"
+        if request.netns_path:
             _check_netns_path(request.netns_path)
-        netns = request.netns_path or str(await create_netns(self.prefix + name))
+        if mode:
+            networks = []
+        netns = (
+            HOST_NETNS
+            if mode == "host"
+            else request.netns_path or str(await create_netns(self.prefix + name))
+        )
         sandbox = Sandbox(
-            id=new_id(), name=name, netns=netns, attached=attached, hostname=hostname, labels=labels
+            id=new_id(),
+            name=name,
+            netns=netns,
+            attached=attached,
+            hostname=hostname,
+            labels=labels,
+            port_bindings=list(request.port_bindings),
         )
         self.state.sandboxes[sandbox.id] = sandbox
         try:
             self._write_resolv_conf(sandbox, request.dns)
-            networks = request.networks or [(DEFAULT_BRIDGE, EndpointRequest())]
             for network_ref, endpoint_request in networks:
                 await self._connect(network_ref, sandbox.id, endpoint_request)
             if request.start:
@@ -462,6 +481,23 @@ class NetworkAgent:
             await self._destroy(sandbox)
             raise
         return sandbox
+
+    def _special_mode(self, networks: list[tuple[str, EndpointRequest]]) -> str | None:
+        """`host` (the agent's own namespace) or `none` (loopback only), as Docker has them;
+        neither combines with other networks."""
+        special = [self.state.network(ref) for ref, _ in networks]
+        special = [n for n in special if n.driver in (Driver.HOST, Driver.NULL)]
+        if not special:
+            return None
+        if len(networks) > 1:
+            raise InvalidArgument(
+                [
+                    FieldViolation(
+                        "networks", f"the {special[0].name} network cannot be combined with others"
+                    )
+                ]
+            )
+        return "host" if special[0].driver is Driver.HOST else "none"
 
     def _write_resolv_conf(self, sandbox: Sandbox, dns: Iterable[str]) -> None:
         if sandbox.attached:
@@ -488,11 +524,17 @@ class NetworkAgent:
             for endpoint in sandbox.endpoints.values():
                 await self._plumb(sandbox, endpoint)
                 done.append(endpoint)
+            sandbox.published = self._publish(sandbox)
+            sandbox.state = SandboxState.RUNNING
+            if sandbox.published:
+                await self._apply_rules()
         except BaseException:
+            sandbox.published = []
+            sandbox.state = SandboxState.STOPPED if sandbox.started else SandboxState.CREATED
             for endpoint in done:
                 await self._unplumb(endpoint)
             raise
-        sandbox.state = SandboxState.RUNNING
+        sandbox.started = now()
 
     async def stop_sandbox(self, ref: str) -> Sandbox:
         async with self.lock:
@@ -505,9 +547,12 @@ class NetworkAgent:
     async def _stop(self, sandbox: Sandbox) -> None:
         if sandbox.state is not SandboxState.RUNNING:
             return
+        sandbox.state = SandboxState.STOPPED
+        if sandbox.published:
+            sandbox.published = []
+            await self._apply_rules()
         for endpoint in sandbox.endpoints.values():
             await self._unplumb(endpoint)
-        sandbox.state = SandboxState.STOPPED
 
     async def remove_sandbox(self, ref: str, force: bool) -> Sandbox:
         async with self.lock:
@@ -539,6 +584,45 @@ class NetworkAgent:
     def list_sandboxes(self) -> list[Sandbox]:
         return sorted(self.state.sandboxes.values(), key=lambda s: s.name)
 
+    def _publish(self, sandbox: Sandbox) -> list[PublishedPort]:
+        """Host ports for the sandbox's bindings, towards its first address on a network
+        that lets traffic in (none on internal networks, as in Docker)."""
+        target = self._publish_target(sandbox)
+        if not sandbox.port_bindings or target is None:
+            return []
+        network, address = target
+        assert network.bridge is not None
+        binding_ip = network.bridge.host_binding_ipv4
+        default_ip = None if binding_ip == ANY_IPV4 else binding_ip
+        wanted = [(b, b.host_ip or default_ip) for b in sandbox.port_bindings]
+        claims = choose(wanted, self._claims(except_for=sandbox))
+        return [
+            PublishedPort(
+                container_port=b.container_port,
+                protocol=protocol,
+                host_ip=host_ip,
+                host_port=port,
+                target=address,
+                bridge=network.bridge.bridge_name,
+            )
+            for (b, _), (protocol, host_ip, port) in zip(wanted, claims, strict=True)
+        ]
+
+    def _publish_target(self, sandbox: Sandbox) -> tuple[Network, IPAddress] | None:
+        for endpoint in sorted(sandbox.endpoints.values(), key=lambda e: e.interface):
+            network = self.state.networks[endpoint.network_id]
+            if endpoint.ipv4 is not None and not network.internal:
+                return network, endpoint.ipv4.ip
+        return None
+
+    def _claims(self, except_for: Sandbox) -> list[Claim]:
+        return [
+            (p.protocol, p.host_ip, p.host_port)
+            for s in self.state.sandboxes.values()
+            if s.id != except_for.id
+            for p in s.published
+        ]
+
     # -- rules, state, events ----------------------------------------------------------
 
     async def _apply_rules(self) -> None:
@@ -552,7 +636,20 @@ class NetworkAgent:
             for n in self.state.networks.values()
             if n.bridge is not None
         ]
-        await self.nftables.apply(bridges)
+        forwards = [
+            PortForward(
+                protocol=p.protocol,
+                host_ip=p.host_ip,
+                host_port=p.host_port,
+                target_ip=p.target,
+                target_port=p.container_port,
+                bridge=p.bridge,
+            )
+            for s in self.state.sandboxes.values()
+            if s.state is SandboxState.RUNNING
+            for p in s.published
+        ]
+        await self.nftables.apply(bridges, forwards)
 
     def _save(self) -> None:
         write_json(self.state_file, self.state.to_dict())

@@ -62,3 +62,57 @@ def remove_everything(prefix: str) -> None:
 
 def leftovers(prefix: str) -> list[str]:
     return sorted(p.name for p in [*NETNS_DIR.glob(f"{prefix}*"), *ETC_NETNS.glob(f"{prefix}*")])
+
+
+@dataclass(frozen=True)
+class Outside:
+    """Another test host, joined to an agent's host by a veth underlay."""
+
+    netns: str
+    host_address: str  # the agent host's end of the underlay
+    address: str  # this host's own
+
+    def run(self, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ip", "netns", "exec", self.netns, *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+
+@contextmanager
+def outside_host(host: TestHost, subnet_index: int) -> Iterator[Outside]:
+    """A namespace `<prefix>out<n>` on 10.199.<n>.0/24 with the agent host at .1."""
+    name = f"{host.prefix}o{subnet_index}"
+    near, far = f"{host.prefix[:8]}u{subnet_index}a", f"{host.prefix[:8]}u{subnet_index}b"
+    outside = Outside(name, f"10.199.{subnet_index}.1", f"10.199.{subnet_index}.2")
+    steps = [
+        ["ip", "netns", "add", name],
+        [
+            "ip",
+            "link",
+            "add",
+            near,
+            "netns",
+            host.netns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            far,
+            "netns",
+            name,
+        ],
+        ["ip", "-n", host.netns, "addr", "add", f"{outside.host_address}/24", "dev", near],
+        ["ip", "-n", host.netns, "link", "set", near, "up"],
+        ["ip", "-n", name, "addr", "add", f"{outside.address}/24", "dev", far],
+        ["ip", "-n", name, "link", "set", far, "up"],
+        ["ip", "-n", name, "link", "set", "lo", "up"],
+    ]
+    try:
+        for step in steps:
+            subprocess.run(step, check=True, capture_output=True)
+        yield outside
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True)

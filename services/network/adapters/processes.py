@@ -8,12 +8,15 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 CHUNK = 64 * 1024
+HOST_NETNS = "host"  # a sandbox on the host network: the agent's own namespace
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def in_netns_argv(netns: str, argv: Sequence[str]) -> list[str]:
     """Named namespaces go through `ip netns exec`, which also applies
     /etc/netns/NAME/resolv.conf; others (a /proc/PID/ns/net path) through nsenter."""
+    if netns == HOST_NETNS:  # children inherit the agent's namespace
+        return list(argv)
     path = Path(netns)
     if path.parent == Path("/run/netns"):
         return ["ip", "netns", "exec", path.name, *argv]

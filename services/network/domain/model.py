@@ -104,6 +104,28 @@ class Endpoint:
 
 
 @dataclass
+class PortBinding:
+    """A port to publish (`-p [HOST_IP:][HOST_PORT:]PORT[/PROTO]`, or `-P` for exposed ones)."""
+
+    container_port: int
+    protocol: str = "tcp"  # tcp | udp
+    host_ip: IPAddress | None = None  # None: the network's host_binding_ipv4, else every address
+    host_port: int = 0  # 0: a free port is chosen each time the sandbox starts
+
+
+@dataclass
+class PublishedPort:
+    """A port published now: traffic to host_ip:host_port goes to target:container_port."""
+
+    container_port: int
+    protocol: str
+    host_ip: IPAddress | None
+    host_port: int
+    target: IPAddress
+    bridge: str
+
+
+@dataclass
 class Sandbox:
     id: str
     name: str
@@ -113,4 +135,7 @@ class Sandbox:
     hostname: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     endpoints: dict[str, Endpoint] = field(default_factory=dict)  # by network id
+    port_bindings: list[PortBinding] = field(default_factory=list)
+    published: list[PublishedPort] = field(default_factory=list)  # while running
     created: datetime = field(default_factory=now)
+    started: datetime | None = None

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from berth.network.domain.ipam import SubnetRequest
+from berth.network.domain.model import PortBinding
 
 
 @dataclass(frozen=True)
@@ -42,4 +43,5 @@ class SandboxRequest:
     hostname: str = ""
     dns: Sequence[str] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
+    port_bindings: Sequence[PortBinding] = ()  # -p, and -P's exposed ports with host_port 0
     start: bool = False

@@ -18,6 +18,8 @@ from berth.network.domain.model import (
     Driver,
     Endpoint,
     Network,
+    PortBinding,
+    PublishedPort,
     Sandbox,
     SandboxState,
     Subnet,
@@ -172,5 +174,26 @@ def _sandbox(data: dict[str, Any]) -> Sandbox:
         hostname=data["hostname"],
         labels=data["labels"],
         endpoints={k: _endpoint(v) for k, v in data["endpoints"].items()},
+        port_bindings=[
+            PortBinding(
+                container_port=b["container_port"],
+                protocol=b["protocol"],
+                host_ip=_optional(b["host_ip"], ip_address),
+                host_port=b["host_port"],
+            )
+            for b in data["port_bindings"]
+        ],
+        published=[
+            PublishedPort(
+                container_port=p["container_port"],
+                protocol=p["protocol"],
+                host_ip=_optional(p["host_ip"], ip_address),
+                host_port=p["host_port"],
+                target=ip_address(p["target"]),
+                bridge=p["bridge"],
+            )
+            for p in data["published"]
+        ],
         created=datetime.fromisoformat(data["created"]),
+        started=_optional(data["started"], datetime.fromisoformat),
     )

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from ipaddress import ip_address
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from berth.api.network.v1 import network_service_pb2 as npb
 from berth.api.network.v1 import resources_pb2 as rpb
 from berth.api.network.v1 import sandbox_service_pb2 as spb
+from berth.common.errors import FieldViolation, InvalidArgument
 from berth.network.domain.ipam import SubnetRequest
-from berth.network.domain.model import Driver, Endpoint, Network, Sandbox, SandboxState
+from berth.network.domain.model import (
+    Driver,
+    Endpoint,
+    IPAddress,
+    Network,
+    PortBinding,
+    PublishedPort,
+    Sandbox,
+    SandboxState,
+)
 from berth.network.domain.requests import EndpointRequest
 from berth.network.domain.state import NetworkState
 
@@ -24,6 +36,8 @@ DRIVER_NAMES = {
     npb.DRIVER_HOST: "host",
     npb.DRIVER_NULL: "null",
 }
+PROTOCOLS = {"tcp": spb.PROTOCOL_TCP, "udp": spb.PROTOCOL_UDP}
+PROTOCOL_NAMES = {spb.PROTOCOL_TCP: "tcp", spb.PROTOCOL_UDP: "udp"}
 STATES = {
     SandboxState.CREATED: spb.SANDBOX_STATE_CREATED,
     SandboxState.RUNNING: spb.SANDBOX_STATE_RUNNING,
@@ -35,6 +49,54 @@ def _time(moment) -> Timestamp:
     stamp = Timestamp()
     stamp.FromDatetime(moment)
     return stamp
+
+
+def port_bindings(request: spb.CreateSandboxRequest) -> list[PortBinding]:
+    """-p bindings, plus -P: every exposed port on a free host port."""
+    bindings = [
+        PortBinding(
+            container_port=b.container_port,
+            protocol=PROTOCOL_NAMES.get(b.protocol, "tcp"),
+            host_ip=_ip(b.host_ip, f"port_bindings[{i}].host_ip"),
+            host_port=b.host_port,
+        )
+        for i, b in enumerate(request.port_bindings)
+    ]
+    if request.publish_all:
+        bindings += [
+            PortBinding(
+                container_port=e.container_port, protocol=PROTOCOL_NAMES.get(e.protocol, "tcp")
+            )
+            for e in request.exposed_ports
+        ]
+    return bindings
+
+
+def _ip(text: str, field: str) -> IPAddress | None:
+    if not text or text in ("0.0.0.0", "::"):
+        return None
+    try:
+        return ip_address(text)
+    except ValueError:
+        raise InvalidArgument([FieldViolation(field, f"invalid IP address {text!r}")]) from None
+
+
+def published_message(port: PublishedPort) -> spb.PortBinding:
+    return spb.PortBinding(
+        host_ip=str(port.host_ip or "0.0.0.0"),
+        host_port=port.host_port,
+        container_port=port.container_port,
+        protocol=PROTOCOLS[port.protocol],
+    )
+
+
+def binding_message(binding: PortBinding) -> spb.PortBinding:
+    return spb.PortBinding(
+        host_ip=str(binding.host_ip or ""),
+        host_port=binding.host_port,
+        container_port=binding.container_port,
+        protocol=PROTOCOLS[binding.protocol],
+    )
 
 
 def subnet_requests(ipam: npb.IPAM) -> list[SubnetRequest]:
@@ -124,7 +186,7 @@ def endpoint_message(endpoint: Endpoint, network: Network) -> rpb.Endpoint:
 
 
 def sandbox_message(sandbox: Sandbox, state: NetworkState) -> spb.Sandbox:
-    return spb.Sandbox(
+    message = spb.Sandbox(
         name=sandbox.name,
         id=sandbox.id,
         state=STATES[sandbox.state],
@@ -137,4 +199,9 @@ def sandbox_message(sandbox: Sandbox, state: NetworkState) -> spb.Sandbox:
             endpoint_message(e, state.networks[network_id])
             for network_id, e in sandbox.endpoints.items()
         ],
+        port_bindings=[binding_message(b) for b in sandbox.port_bindings],
+        ports=[published_message(p) for p in sandbox.published],
     )
+    if sandbox.started is not None:
+        message.started_time.CopyFrom(_time(sandbox.started))
+    return message

@@ -8,15 +8,13 @@ import grpc.aio
 
 from berth.api.network.v1 import sandbox_service_pb2 as pb
 from berth.api.network.v1 import sandbox_service_pb2_grpc as pb_grpc
-from berth.common.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotYetAvailable
+from berth.common.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from berth.network.adapters import processes
 from berth.network.agent import NetworkAgent
 from berth.network.domain.filters import SANDBOX_KEYS, group, sandbox_matches
 from berth.network.domain.model import SandboxState
 from berth.network.domain.requests import SandboxRequest
 from berth.network.transport import convert
-
-PORT_PUBLISHING = "port publishing (-p) on bridge networks"
 
 
 class SandboxServicer(pb_grpc.SandboxServiceServicer):
@@ -29,10 +27,6 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
     async def CreateSandbox(
         self, request: pb.CreateSandboxRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateSandboxResponse:
-        if request.port_bindings or request.publish_all:
-            raise NotYetAvailable(
-                "berth.network.v1.SandboxService/CreateSandbox (-p)", PORT_PUBLISHING
-            )
         sandbox = await self.agent.create_sandbox(
             SandboxRequest(
                 name=request.name,
@@ -44,6 +38,7 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
                 hostname=request.hostname,
                 dns=list(request.dns),
                 labels=dict(request.labels),
+                port_bindings=convert.port_bindings(request),
                 start=request.start,
             )
         )
@@ -118,5 +113,12 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
     async def ListPorts(
         self, request: pb.ListPortsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListPortsResponse:
-        self.agent.inspect_sandbox(request.sandbox)
-        return pb.ListPortsResponse()  # nothing is published until port publishing arrives
+        sandbox = self.agent.inspect_sandbox(request.sandbox)
+        wanted = convert.PROTOCOL_NAMES.get(request.protocol)
+        ports = [
+            p
+            for p in sandbox.published
+            if (not request.container_port or p.container_port == request.container_port)
+            and (wanted is None or p.protocol == wanted)
+        ]
+        return pb.ListPortsResponse(ports=[convert.published_message(p) for p in ports])
