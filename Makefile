@@ -36,6 +36,7 @@ protos: setup
 
 bench: setup
 	$(PY) -m bench.gateway_overhead
+	$(PY) -m bench.network_connect
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -236,18 +236,30 @@ def report_rpc_error(error: grpc.RpcError) -> None:
     sys.stderr.flush()
 
 
-def for_each(names: Sequence[str], call: Callable[[str], None]) -> None:
-    """One call per name, each failure reported as it happens; exit 1 if any failed."""
+def for_each(
+    names: Sequence[str], call: Callable[[str], None], *, skip_missing: bool = False
+) -> None:
+    """One call per name, each failure reported as it happens; exit 1 if any failed.
+
+    With skip_missing, a name that does not exist is passed over silently, as Docker's
+    `network rm -f` does.
+    """
     failed = False
     for name in names:
         try:
             call(name)
         except grpc.RpcError as error:
+            if skip_missing and _code(error) == grpc.StatusCode.NOT_FOUND:
+                continue
             report_rpc_error(error)
             failed = True
         sys.stdout.flush()
     if failed:
         raise typer.Exit(EXIT_FAILURE)
+
+
+def _code(error: grpc.RpcError) -> grpc.StatusCode | None:
+    return error.code() if hasattr(error, "code") else None
 
 
 # `--format` Go templates: the subset people use with Docker ({{.Field}}, {{json .}},
@@ -768,7 +780,7 @@ def _remove(
         stub().RemoveNetwork(pb.RemoveNetworkRequest(networks=[name], force=force))
         write_lines([name])
 
-    for_each(networks, remove_one)
+    for_each(networks, remove_one, skip_missing=force)
 
 
 app.command("rm", cls=DockerCommand)(_remove)

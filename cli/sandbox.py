@@ -455,12 +455,12 @@ def create(
     ] = None,
     publish: Annotated[
         StrList,
-        typer.Option("-p", "--publish", help="publish [HOSTIP:][HOSTPORT:]CTRPORT[/tcp|udp]"),
+        typer.Option("-p", "--publish", help=r"publish \[HOSTIP:]\[HOSTPORT:]CTRPORT\[/tcp|udp]"),
     ] = None,
     publish_all: Annotated[
         bool, typer.Option("-P", "--publish-all", help="publish exposed ports on random ports")
     ] = False,
-    expose: Annotated[StrList, typer.Option("--expose", help="expose PORT[/PROTO]")] = None,
+    expose: Annotated[StrList, typer.Option("--expose", help=r"expose PORT\[/PROTO]")] = None,
     netns: Annotated[
         str | None, typer.Option("--netns", help="attach an existing namespace (path)")
     ] = None,
@@ -650,7 +650,7 @@ def exec_(
 def port(
     sandbox: Annotated[str, typer.Argument(help="SANDBOX name or id")],
     private_port: Annotated[
-        str | None, typer.Argument(help="PRIVATE_PORT[/PROTO]", show_default=False)
+        str | None, typer.Argument(help=r"PRIVATE_PORT\[/PROTO]", show_default=False)
     ] = None,
 ) -> None:
     """List a sandbox's published ports, or the host addresses of one of them."""

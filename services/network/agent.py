@@ -21,12 +21,13 @@ from berth.common.errors import (
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
+    NotFound,
 )
-from berth.common.jsonfile import read_json, write_json
 from berth.network.adapters.links import Links
-from berth.network.adapters.netns import create_netns, netns_exists, remove_netns
+from berth.network.adapters.netns import NETNS_DIR, create_netns, netns_exists, remove_netns
 from berth.network.adapters.nftables import BridgeRules, Nftables, PortForward
 from berth.network.adapters.processes import HOST_NETNS
+from berth.network.adapters.state_store import StateStore
 from berth.network.domain.events import Event, EventLog
 from berth.network.domain.model import (
     ANY_IPV4,
@@ -74,7 +75,7 @@ class NetworkAgent:
         default_bridge_name: str = "berth0",
         resolv_dir: Path = Path("/etc/netns"),
     ) -> None:
-        self.state_file = state_dir / "state.json"
+        self.store = StateStore(state_dir / "state")
         self.links = links
         self.nftables = nftables
         self.events = events
@@ -88,14 +89,13 @@ class NetworkAgent:
 
     async def start(self) -> None:
         """Load the state, make the kernel match it, and create the predefined networks."""
-        data = read_json(self.state_file, None)
-        self.state = NetworkState.from_dict(data) if data else NetworkState()
+        self.state = self.store.load()
         await self.links.enable_forwarding(ipv6=True)
         async with self.lock:
             await self._ensure_predefined()
             await self._reconcile()
             await self._apply_rules()
-            self._save()
+            self._save_all()
 
     async def _ensure_predefined(self) -> None:
         if self.state.network_named("host") is None:
@@ -140,7 +140,7 @@ class NetworkAgent:
     async def create_network(self, request: NetworkRequest) -> Network:
         async with self.lock:
             network = await self._create_bridge_network(request, predefined=False)
-            self._save()
+            self._save(network)
         self._emit("network", "create", network.id, name=network.name, type=network.driver)
         return network
 
@@ -183,15 +183,23 @@ class NetworkAgent:
             options=dict(request.options),
             predefined=predefined,
         )
+        if options.bridge_name in await self.links.link_names():
+            raise AlreadyExists(
+                f"a link named {options.bridge_name} exists already on this host",
+                reason="LINK_EXISTS",
+                metadata={"bridge": options.bridge_name},
+            )
         self.state.ipam.add_network(network.id, subnets)
+        self.state.networks[network.id] = network
+        self._save(network)  # write-ahead: after a crash from here on, the restart completes it
         try:
             await self._ensure_bridge(network)
-            self.state.networks[network.id] = network
             await self._apply_rules()
         except BaseException:
             self.state.networks.pop(network.id, None)
             self.state.ipam.remove_network(network.id)
             await self.links.delete_link(options.bridge_name)
+            self._forget(network)
             raise
         return network
 
@@ -213,6 +221,13 @@ class NetworkAgent:
 
     def inspect_network(self, ref: str) -> Network:
         return self.state.network(ref)
+
+    def has_network(self, ref: str) -> bool:
+        try:
+            self.state.network(ref)
+        except NotFound:
+            return False
+        return True
 
     def list_networks(self) -> list[Network]:
         return sorted(self.state.networks.values(), key=lambda n: n.name)
@@ -239,7 +254,7 @@ class NetworkAgent:
             await self._apply_rules()
             if network.bridge is not None:
                 await self.links.delete_link(network.bridge.bridge_name)
-            self._save()
+            self._forget(network)
         self._emit("network", "destroy", network.id, name=network.name, type=network.driver)
         return network
 
@@ -259,7 +274,7 @@ class NetworkAgent:
     ) -> Endpoint:
         async with self.lock:
             endpoint = await self._connect(network_ref, sandbox_ref, request)
-            self._save()
+            self._save(self.state.sandbox(sandbox_ref))
         return endpoint
 
     async def _connect(
@@ -312,6 +327,15 @@ class NetworkAgent:
                     )
                 ]
             )
+        for static, name in ((static4, "ip_address"), (static6, "ipv6_address")):
+            if static is not None and not any(static in s.subnet for s in network.subnets):
+                raise InvalidArgument(
+                    [
+                        FieldViolation(
+                            f"{field}.{name}", f"no configured subnet contains IP address {static}"
+                        )
+                    ]
+                )
         assert network.bridge is not None
         ifname = _next_ifname(network.bridge.container_iface_prefix, sandbox)
         aliases = [
@@ -409,7 +433,7 @@ class NetworkAgent:
                 )
             await self._unplumb(endpoint)
             del sandbox.endpoints[network.id]
-            self._save()
+            self._save(sandbox)
         self._emit(
             "network",
             "disconnect",
@@ -434,7 +458,7 @@ class NetworkAgent:
     async def create_sandbox(self, request: SandboxRequest) -> Sandbox:
         async with self.lock:
             sandbox = await self._create_sandbox(request)
-            self._save()
+            self._save(sandbox)
         self._emit("sandbox", "create", sandbox.id, name=sandbox.name)
         return sandbox
 
@@ -459,8 +483,14 @@ class NetworkAgent:
         netns = (
             HOST_NETNS
             if mode == "host"
-            else request.netns_path or str(await create_netns(self.prefix + name))
+            else request.netns_path or str(NETNS_DIR / (self.prefix + name))
         )
+        if not attached and netns_exists(self.prefix + name):
+            raise AlreadyExists(
+                f"a network namespace named {self.prefix + name} exists already",
+                reason="NETNS_EXISTS",
+                metadata={"netns": self.prefix + name},
+            )
         sandbox = Sandbox(
             id=new_id(),
             name=name,
@@ -471,7 +501,10 @@ class NetworkAgent:
             port_bindings=list(request.port_bindings),
         )
         self.state.sandboxes[sandbox.id] = sandbox
+        self._save(sandbox)  # write-ahead: after a crash from here on, the restart completes it
         try:
+            if not attached:
+                await create_netns(self.prefix + name)
             self._write_resolv_conf(sandbox, request.dns)
             for network_ref, endpoint_request in networks:
                 await self._connect(network_ref, sandbox.id, endpoint_request)
@@ -479,6 +512,7 @@ class NetworkAgent:
                 await self._start(sandbox)
         except BaseException:
             await self._destroy(sandbox)
+            self._forget(sandbox)
             raise
         return sandbox
 
@@ -507,12 +541,13 @@ class NetworkAgent:
         folder.mkdir(parents=True, exist_ok=True)
         lines = [f"nameserver {s}" for s in servers or _host_nameservers()]
         (folder / "resolv.conf").write_text("".join(f"{line}\n" for line in lines))
+        sandbox.resolv_conf = str(folder / "resolv.conf")
 
     async def start_sandbox(self, ref: str) -> Sandbox:
         async with self.lock:
             sandbox = self.state.sandbox(ref)
             await self._start(sandbox)
-            self._save()
+            self._save(sandbox)
         self._emit("sandbox", "start", sandbox.id, name=sandbox.name)
         return sandbox
 
@@ -540,7 +575,7 @@ class NetworkAgent:
         async with self.lock:
             sandbox = self.state.sandbox(ref)
             await self._stop(sandbox)
-            self._save()
+            self._save(sandbox)
         self._emit("sandbox", "stop", sandbox.id, name=sandbox.name)
         return sandbox
 
@@ -564,7 +599,7 @@ class NetworkAgent:
                     metadata={"sandbox": sandbox.name},
                 )
             await self._destroy(sandbox)
-            self._save()
+            self._forget(sandbox)
         self._emit("sandbox", "destroy", sandbox.id, name=sandbox.name)
         return sandbox
 
@@ -651,8 +686,20 @@ class NetworkAgent:
         ]
         await self.nftables.apply(bridges, forwards)
 
-    def _save(self) -> None:
-        write_json(self.state_file, self.state.to_dict())
+    def _save(self, changed: Network | Sandbox) -> None:
+        """Persist one changed object; the IPAM first, so an address in use is recorded
+        before anything refers to it."""
+        self.store.save_ipam(self.state.ipam)
+        self.store.save(changed)
+
+    def _forget(self, gone: Network | Sandbox) -> None:
+        self.store.forget(gone)
+        self.store.save_ipam(self.state.ipam)
+
+    def _save_all(self) -> None:
+        self.store.save_ipam(self.state.ipam)
+        for item in [*self.state.networks.values(), *self.state.sandboxes.values()]:
+            self.store.save(item)
 
     def _emit(self, kind: str, action: str, actor: str, **attributes: Any) -> None:
         self.events.publish(

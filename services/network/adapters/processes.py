@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 CHUNK = 64 * 1024
 HOST_NETNS = "host"  # a sandbox on the host network: the agent's own namespace
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _unrunnable(command: str, search_path: str) -> tuple[int, str] | None:
+    """127 or 126 with a message when `command` cannot be run. Sandboxes share the
+    agent's filesystem, so looking it up here is looking it up there."""
+    found = command if "/" in command else shutil.which(command, path=search_path)
+    if found is None or not os.path.exists(found):
+        return 127, f"{command}: executable file not found in $PATH\n"
+    if not os.access(found, os.X_OK) or os.path.isdir(found):
+        return 126, f"{command}: permission denied\n"
+    return None
 
 
 def in_netns_argv(netns: str, argv: Sequence[str]) -> list[str]:
@@ -32,7 +45,14 @@ async def stream(
     stdin: bytes,
 ) -> AsyncIterator[tuple[str, bytes] | int]:
     """Yields ("stdout"|"stderr", chunk) while the command runs, then its exit code
-    (128+N when killed by signal N). Cancelling the iteration kills the command."""
+    (128+N when killed by signal N; 127 when the command is not found, 126 when it cannot
+    be run, as shells and Docker say). Cancelling the iteration kills the command."""
+    problem = _unrunnable(argv[0], env.get("PATH", DEFAULT_PATH))
+    if problem is not None:
+        code, message = problem
+        yield "stderr", message.encode()
+        yield code
+        return
     process = await asyncio.create_subprocess_exec(
         *in_netns_argv(netns, argv),
         stdin=asyncio.subprocess.PIPE,

@@ -9,11 +9,16 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 
 from berth.common.errors import FieldViolation, InvalidArgument
-from berth.network.domain.model import Network, Sandbox
+from berth.network.domain.model import Network, Sandbox, SandboxState
 
 NETWORK_KEYS = frozenset(
     {"driver", "id", "label", "label!", "name", "scope", "type", "dangling", "until"}
 )
+DOCKER_STATES = {  # Docker's words for the states (`docker ps --filter status=`)
+    SandboxState.CREATED: "created",
+    SandboxState.RUNNING: "running",
+    SandboxState.STOPPED: "exited",
+}
 SANDBOX_KEYS = frozenset({"id", "name", "label", "status", "network"})
 
 
@@ -65,7 +70,7 @@ def sandbox_matches(
         "id": lambda v: any(sandbox.id.startswith(x) for x in v),
         "name": lambda v: any(x in sandbox.name for x in v),
         "label": lambda v: labels_match(sandbox.labels, v),
-        "status": lambda v: sandbox.state.value in v,
+        "status": lambda v: bool({sandbox.state.value, DOCKER_STATES[sandbox.state]} & v),
         "network": lambda v: bool(joined & v),
     }
     return all(checks[key](values) for key, values in filters.items())

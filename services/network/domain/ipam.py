@@ -175,12 +175,17 @@ class Ipam:
 
     # ---- persistence -----------------------------------------------------------------------
 
-    def to_dict(self) -> dict[str, Any]:
+    def network_ids(self) -> list[str]:
+        return list(self._networks)
+
+    def to_dict(self, *, addresses: bool = True) -> dict[str, Any]:
+        """JSON-ready state; addresses=False leaves out the addresses in use (for a store
+        that records them with their holders and reconciles on load)."""
         return {
             "version": STATE_VERSION,
             "ula_block": str(self._ula_block) if self._ula_block else None,
             "networks": {
-                network_id: [pool.to_dict() for pool in pools]
+                network_id: [pool.to_dict(addresses=addresses) for pool in pools]
                 for network_id, pools in self._networks.items()
             },
         }
@@ -310,10 +315,10 @@ class _Pool:
     def used_addresses(self) -> set[IPAddress]:
         return {self._address(value) for value in self.used}
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, addresses: bool = True) -> dict[str, Any]:
         return {
             **_subnet_to_dict(self.subnet),
-            "in_use": [str(self._address(value)) for value in sorted(self.used)],
+            "in_use": [str(self._address(v)) for v in sorted(self.used)] if addresses else [],
             "cursor": None if self.cursor is None else str(self._address(self.cursor)),
         }
 

@@ -135,6 +135,7 @@ class Sandbox:
     hostname: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     endpoints: dict[str, Endpoint] = field(default_factory=dict)  # by network id
+    resolv_conf: str = ""  # the sandbox's resolver file, /etc/netns/NAME/resolv.conf
     port_bindings: list[PortBinding] = field(default_factory=list)
     published: list[PublishedPort] = field(default_factory=list)  # while running
     created: datetime = field(default_factory=now)

@@ -17,6 +17,7 @@ from berth.network.domain.model import (
     BridgeOptions,
     Driver,
     Endpoint,
+    IPAddress,
     Network,
     PortBinding,
     PublishedPort,
@@ -59,11 +60,30 @@ class NetworkState:
             if network_id in s.endpoints
         ]
 
+    def reconcile_ipam(self) -> None:
+        """Make the IPAM agree with the networks and endpoints, which are the truth: a
+        network's leftover reservation is dropped, an address recorded for a call that
+        never completed is freed, and an address an endpoint holds is marked taken."""
+        for network_id in set(self.ipam.network_ids()) - set(self.networks):
+            self.ipam.remove_network(network_id)
+        held: dict[str, set[IPAddress]] = {}
+        for sandbox in self.sandboxes.values():
+            for endpoint in sandbox.endpoints.values():
+                for interface in (endpoint.ipv4, endpoint.ipv6):
+                    if interface is not None:
+                        held.setdefault(endpoint.network_id, set()).add(interface.ip)
+        for network_id in self.ipam.network_ids():
+            wanted = held.get(network_id, set())
+            for address in self.ipam.in_use(network_id) - wanted:
+                self.ipam.release(network_id, address)
+            for address in wanted - self.ipam.in_use(network_id):
+                self.ipam.allocate(network_id, address.version, address)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": SCHEMA_VERSION,
-            "networks": [_encode(n) for n in self.networks.values()],
-            "sandboxes": [_encode(s) for s in self.sandboxes.values()],
+            "networks": [encode(n) for n in self.networks.values()],
+            "sandboxes": [encode(s) for s in self.sandboxes.values()],
             "ipam": self.ipam.to_dict(),
         }
 
@@ -72,8 +92,8 @@ class NetworkState:
         if data.get("version") != SCHEMA_VERSION:
             raise ValueError(f"unknown state version {data.get('version')!r}")
         return cls(
-            networks=[_network(n) for n in data["networks"]],
-            sandboxes=[_sandbox(s) for s in data["sandboxes"]],
+            networks=[decode_network(n) for n in data["networks"]],
+            sandboxes=[decode_sandbox(s) for s in data["sandboxes"]],
             ipam=Ipam.from_dict(data["ipam"]),
         )
 
@@ -95,14 +115,14 @@ def _find(items: Iterable[Named], ref: str, what: str) -> Named:
     )
 
 
-def _encode(value: Any) -> Any:
+def encode(value: Any) -> Any:
     """Dataclasses to dicts; addresses, enums and times to strings."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
-        return {str(k): _encode(v) for k, v in value.items()}
+        return {str(k): encode(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_encode(v) for v in value]
+        return [encode(v) for v in value]
     if isinstance(value, datetime):
         return value.isoformat()
     if value is None or isinstance(value, bool | int | float | str):
@@ -114,7 +134,7 @@ def _optional(value: str | None, parse: Any) -> Any:
     return None if value is None else parse(value)
 
 
-def _network(data: dict[str, Any]) -> Network:
+def decode_network(data: dict[str, Any]) -> Network:
     bridge = data["bridge"]
     return Network(
         id=data["id"],
@@ -164,7 +184,7 @@ def _endpoint(data: dict[str, Any]) -> Endpoint:
     )
 
 
-def _sandbox(data: dict[str, Any]) -> Sandbox:
+def decode_sandbox(data: dict[str, Any]) -> Sandbox:
     return Sandbox(
         id=data["id"],
         name=data["name"],
@@ -174,6 +194,7 @@ def _sandbox(data: dict[str, Any]) -> Sandbox:
         hostname=data["hostname"],
         labels=data["labels"],
         endpoints={k: _endpoint(v) for k, v in data["endpoints"].items()},
+        resolv_conf=data["resolv_conf"],
         port_bindings=[
             PortBinding(
                 container_port=b["container_port"],

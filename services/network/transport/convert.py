@@ -194,6 +194,7 @@ def sandbox_message(sandbox: Sandbox, state: NetworkState) -> spb.Sandbox:
         attached=sandbox.attached,
         created_time=_time(sandbox.created),
         hostname=sandbox.hostname,
+        resolv_conf_path=sandbox.resolv_conf,
         labels=sandbox.labels,
         endpoints=[
             endpoint_message(e, state.networks[network_id])

@@ -65,9 +65,12 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
     async def RemoveNetwork(
         self, request: pb.RemoveNetworkRequest, context: grpc.aio.ServicerContext
     ) -> pb.RemoveNetworkResponse:
-        for ref in request.networks:  # all must exist before any is removed
+        refs = list(request.networks)
+        if request.force:  # -f: missing networks are not an error
+            refs = [ref for ref in refs if self.agent.has_network(ref)]
+        for ref in refs:  # all must exist before any is removed
             self.agent.inspect_network(ref)
-        removed = [(await self.agent.remove_network(ref)).name for ref in request.networks]
+        removed = [(await self.agent.remove_network(ref)).name for ref in refs]
         return pb.RemoveNetworkResponse(removed_networks=removed)
 
     async def PruneNetworks(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 
 import grpc.aio
@@ -92,6 +93,10 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
         sandbox = self.agent.inspect_sandbox(request.sandbox)
         if not request.argv:
             raise InvalidArgument([FieldViolation("argv", "a command is required")])
+        if request.workdir and not _is_dir(request.workdir):
+            raise InvalidArgument(
+                [FieldViolation("workdir", f"{request.workdir}: no such directory")]
+            )
         if request.tty:
             raise InvalidArgument([FieldViolation("tty", "a terminal is not supported yet")])
         if sandbox.state is not SandboxState.RUNNING:
@@ -122,3 +127,7 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
             and (wanted is None or p.protocol == wanted)
         ]
         return pb.ListPortsResponse(ports=[convert.published_message(p) for p in ports])
+
+
+def _is_dir(path: str) -> bool:
+    return os.path.isdir(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -69,22 +70,33 @@ class NetClient:
                 code = reply.exit_code
         return Exec(code, out.decode(), err.decode())
 
-    def pings(self, sandbox: str, address: str) -> bool:
-        return self.exec(sandbox, ["ping", "-c1", "-W1", address]).code == 0
+    def pings(self, sandbox: str, address: str, deadline_s: float = 10.0) -> bool:
+        """Reachable: one ping answered before the deadline (a brand-new veth can miss
+        the very first packet while the kernel finishes setting it up)."""
+        stop = time.monotonic() + deadline_s
+        while True:
+            if self.exec(sandbox, ["ping", "-c1", "-W1", address]).code == 0:
+                return True
+            if time.monotonic() > stop:
+                return False
+
+    def ping_blocked(self, sandbox: str, address: str) -> bool:
+        """Unreachable: a ping goes unanswered for a second."""
+        return self.exec(sandbox, ["ping", "-c1", "-W1", address]).code != 0
 
     def tcp_reaches(self, client: str, server: str, address: str, port: int = 8080) -> bool:
         """A TCP server in `server` answers a client in `client` at address:port."""
         with self.tcp_server(server, port):
+            # Retried for 4 s: refused while the server starts, or a first SYN lost.
             probe = (
-                "import socket,sys\n"
-                "for _ in range(50):\n"
+                "import socket,sys,time\n"
+                "stop=time.monotonic()+4\n"
+                "while time.monotonic()<stop:\n"
                 "    try:\n"
                 f"        s=socket.create_connection(({address!r},{port}),timeout=0.5)\n"
                 "        print(s.recv(16).decode()); sys.exit(0)\n"
-                "    except ConnectionRefusedError:\n"
-                "        import time; time.sleep(0.05)\n"
                 "    except OSError:\n"
-                "        sys.exit(1)\n"
+                "        time.sleep(0.05)\n"
                 "sys.exit(1)\n"
             )
             result = self.exec(client, [PY, "-c", probe], timeout=20)

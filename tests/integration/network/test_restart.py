@@ -1,5 +1,5 @@
 """Crash safety of berth-networkd (issue 3, "Restart safety"): kill -9 in the middle of
-connects, restart with the same state dir, and the kernel, the state file and IPAM agree.
+connects, restart with the same state dir, and the kernel, the saved state and IPAM agree.
 
 The agent runs alone (no gateway) inside a throwaway host namespace; the test talks to its
 unix socket. Each round starts several CreateSandbox calls at once, kills the agent at a
@@ -11,8 +11,8 @@ moment that varies from round to round, restarts it and checks:
 - no berth veth in the host namespace belongs to no sandbox (orphans were removed);
 - a new sandbox gets an unused address and exchanges pings with an old one.
 
-A namespace the agent was creating when it died stays behind unknown to the state (a known
-gap: namespaces are not journalled); the test counts those and prints the count.
+A namespace with the agent's prefix that the state does not know (one the agent was creating
+when it died, if it does not record it first) is tolerated; the test prints how many it saw.
 """
 
 from __future__ import annotations
@@ -49,9 +49,10 @@ pytestmark = pytest.mark.skipif(
 
 ROUNDS = 20
 CONCURRENT = 6  # CreateSandbox calls in flight when the agent is killed
-JITTER_S = 0.05  # at most this much later than the N-th reply the kill comes
+JITTER_S = 0.01  # at most this much later than the N-th reply the kill comes
 CALL_TIMEOUT_S = 30.0
 START_TIMEOUT_S = 30.0
+PING_S = 10.0  # how long traffic between an old and a new sandbox may take to work
 NETWORK = "crashnet"
 RUNNING = spb.SANDBOX_STATE_RUNNING
 
@@ -66,12 +67,17 @@ class Agent:
     channel: grpc.Channel | None = None
     starts: int = 0
 
-    @property
-    def state_file(self) -> Path:
-        return self.root / "state" / "state.json"
-
     def state(self) -> dict[str, Any]:
-        return dict(json.loads(self.state_file.read_text()))
+        """What the agent persisted, as one dict: networks, sandboxes and ipam."""
+        state_dir = self.root / "state"
+        if (state_dir / "state.json").exists():  # the layout of one file for everything
+            return dict(json.loads((state_dir / "state.json").read_text()))
+        folder = state_dir / "state"
+        return {
+            "networks": read_folder(folder / "networks"),
+            "sandboxes": read_folder(folder / "sandboxes"),
+            "ipam": json.loads((folder / "ipam.json").read_text()),
+        }
 
     @property
     def client(self) -> NetClient:
@@ -120,6 +126,10 @@ class Agent:
             self.channel = None
 
 
+def read_folder(folder: Path) -> list[dict[str, Any]]:
+    return [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))]
+
+
 @dataclass
 class Tally:
     """What the rounds did, printed at the end."""
@@ -127,17 +137,21 @@ class Tally:
     in_flight_at_kill: list[int] = field(default_factory=list)
     acknowledged: int = 0
     survived_unacknowledged: int = 0
+    not_running: int = 0
     orphans_at_kill: int = 0
+    ping_retries: int = 0
     leftover_namespaces: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (
             f"{len(self.in_flight_at_kill)} kills with {self.in_flight_at_kill} calls in flight; "
             f"{self.acknowledged} creates acknowledged before a kill, "
-            f"{self.survived_unacknowledged} unacknowledged ones found in the state; "
+            f"{self.survived_unacknowledged} unacknowledged ones found in the state, "
+            f"{self.not_running} of them not running; "
             f"{self.orphans_at_kill} orphan veths left by the kills; "
-            f"{len(self.leftover_namespaces)} leftover namespaces unknown to the state "
-            f"(known gap): {self.leftover_namespaces}"
+            f"{self.ping_retries} first pings unanswered (answered later); "
+            f"{len(self.leftover_namespaces)} namespaces with the agent's prefix unknown to "
+            f"the state: {self.leftover_namespaces}"
         )
 
 
@@ -156,6 +170,7 @@ def test_kill_during_connects_then_restart_agrees(agent: Agent) -> None:
     seed = random.randrange(2**32)
     rng = random.Random(seed)
     agent.client.create_network(NETWORK)
+    agent.client.sandbox("first", NETWORK)  # an old sandbox to ping even if a round adds none
     subnet = ip_network(agent.client.subnet(NETWORK))
     tally = Tally()
     started = time.monotonic()
@@ -166,8 +181,10 @@ def test_kill_during_connects_then_restart_agrees(agent: Agent) -> None:
         agent.start()
         problems = agreement_problems(agent, subnet, attempted, acknowledged, tally)
         assert not problems, f"{context}:\n" + "\n".join(problems)
-        problems = fresh_connect_problems(agent, round_no, rng, subnet)
+        problems = fresh_connect_problems(agent, round_no, rng, subnet, tally)
         assert not problems, f"{context}, after the restart:\n" + "\n".join(problems)
+    missed = tally.in_flight_at_kill.count(0)
+    assert missed <= ROUNDS // 2, f"{missed} kills came after every call had ended"
     print(f"\n{ROUNDS} rounds in {time.monotonic() - started:.1f}s: {tally.summary()}")
 
 
@@ -235,7 +252,9 @@ def agreement_problems(
     endpoints = state_endpoints(state)
     links = host_links(agent.host)
     problems = [f"acknowledged sandbox {n} is not listed" for n in acknowledged - endpoints.keys()]
-    tally.survived_unacknowledged += len((attempted - acknowledged) & endpoints.keys())
+    survivors = {s.name for s in listed if s.name in attempted - acknowledged}
+    tally.survived_unacknowledged += len(survivors)
+    tally.not_running += sum(1 for s in listed if s.name in survivors and s.state != RUNNING)
     addresses: dict[str, str] = {}
     for sandbox in listed:
         if sandbox.state != RUNNING:
@@ -250,7 +269,7 @@ def agreement_problems(
 
 
 def state_endpoints(state: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
-    """Each sandbox of the state file, by name, with its endpoint on NETWORK."""
+    """Each sandbox of the saved state, by name, with its endpoint on NETWORK."""
     network = next(n for n in state["networks"] if n["name"] == NETWORK)
     return {s["name"]: s["endpoints"].get(network["id"]) for s in state["sandboxes"]}
 
@@ -268,7 +287,7 @@ def sandbox_problems(
 ) -> list[str]:
     netns = Path(sandbox.netns_path).name
     if endpoint is None:
-        return [f"{sandbox.name} is listed but has no endpoint on {NETWORK} in the state file"]
+        return [f"{sandbox.name} is listed but has no endpoint on {NETWORK} in the saved state"]
     evidence = f"state endpoint: {json.dumps(endpoint, sort_keys=True)}"
     if not (NETNS_DIR / netns).exists():
         return [f"{sandbox.name}: namespace {netns} is missing; {evidence}"]
@@ -304,13 +323,12 @@ def address_problems(
             problems.append(f"{address} is reported for several sandboxes: {sorted(names)}")
         if address.network != subnet:
             problems.append(f"{address} of {names} lies outside the subnet {subnet}")
+    # The saved IPAM may leave out the addresses in use (kept with the endpoints instead);
+    # an address it does record must belong to an endpoint, or it leaked.
     in_use = {a for pool in state["ipam"]["networks"][network_id] for a in pool["in_use"]}
-    reported = {str(a.ip) for a in owners}
-    if in_use != reported:
-        problems.append(
-            f"IPAM in use and endpoint addresses differ: only in IPAM {sorted(in_use - reported)},"
-            f" only on endpoints {sorted(reported - in_use)}"
-        )
+    leaked = in_use - {str(a.ip) for a in owners}
+    if leaked:
+        problems.append(f"the saved IPAM holds addresses no sandbox has: {sorted(leaked)}")
     return problems
 
 
@@ -358,28 +376,57 @@ def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 def fresh_connect_problems(
-    agent: Agent, round_no: int, rng: random.Random, subnet: IPv4Network
+    agent: Agent, round_no: int, rng: random.Random, subnet: IPv4Network, tally: Tally
 ) -> list[str]:
-    """A new sandbox gets an unused address in the subnet and pings an old one both ways."""
+    """An old sandbox's address is refused to a newcomer; a new sandbox gets an unused
+    address in the subnet and pings an old one both ways."""
     client = agent.client
     before = client.sandboxes.ListSandboxes(spb.ListSandboxesRequest(all=True)).sandboxes
     old = rng.choice([s for s in before if s.state == RUNNING])
     used = {reported_ipv4(s) for s in before}
+    problems = taken_address_problems(client, f"r{round_no:02d}dup", reported_ipv4(old))
     fresh = client.sandbox(f"r{round_no:02d}new", NETWORK)
     address = reported_ipv4(fresh)
-    problems = []
     if not address or address in used or ip_interface(address).network != subnet:
         problems.append(f"new sandbox {fresh.name} got {address!r}; in use: {sorted(used)}")
         return problems
     netns, old_netns = Path(fresh.netns_path).name, Path(old.netns_path).name
-    old_address = reported_ipv4(old)
     for source, target, shown in (
-        (netns, old_address, old.name),
+        (netns, reported_ipv4(old), old.name),
         (old_netns, address, fresh.name),
     ):
-        ping = run(["ip", "netns", "exec", source, "ping", "-c1", "-W1", target.split("/")[0]])
-        if ping.returncode != 0:
-            problems.append(
-                f"ping from {source} to {shown} ({target}) failed: {ping.stdout}{ping.stderr}"
-            )
+        failed = pings(source, target.split("/")[0], tally)
+        if failed:
+            problems.append(f"no ping from {source} to {shown} ({target}) for {PING_S}s: {failed}")
     return problems
+
+
+def taken_address_problems(client: NetClient, name: str, taken: str) -> list[str]:
+    """Asking for an address another sandbox holds must fail and leave no sandbox."""
+    address = taken.split("/")[0]
+    try:
+        client.sandbox(name, NETWORK, ip=address)
+    except grpc.RpcError as error:
+        if error.code() != grpc.StatusCode.ALREADY_EXISTS:
+            return [f"asking for the taken {address} got {error.code().name}, not ALREADY_EXISTS"]
+    else:
+        return [f"IPAM handed out {address} twice: to {name} as well"]
+    listed = client.sandboxes.ListSandboxes(spb.ListSandboxesRequest(all=True)).sandboxes
+    return (
+        [f"the refused create left sandbox {name} behind"]
+        if name in {s.name for s in listed}
+        else []
+    )
+
+
+def pings(netns: str, address: str, tally: Tally) -> str:
+    """Pings until one answers or PING_S pass; what the last failed ping printed, or ""."""
+    argv = ["ip", "netns", "exec", netns, "ping", "-c1", "-W1", address]
+    deadline = time.monotonic() + PING_S
+    attempt = run(argv)
+    if attempt.returncode != 0:
+        # A new veth pair can take a while (link watch) before the bridge forwards on it.
+        tally.ping_retries += 1
+    while attempt.returncode != 0 and time.monotonic() < deadline:
+        attempt = run(argv)
+    return "" if attempt.returncode == 0 else attempt.stdout + attempt.stderr

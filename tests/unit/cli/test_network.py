@@ -517,6 +517,15 @@ def test_rm_one_call_per_name_and_reports_each_failure(fake: FakeNetworkService)
     assert fake.requests[-1].force is True
 
 
+def test_rm_force_passes_over_missing_networks_silently(fake: FakeNetworkService) -> None:
+    fake.missing.add("ghost")
+    result = run("rm", "-f", "ghost", "b")
+    assert result.exit_code == 0
+    assert result.stdout == "b\n"
+    assert result.stderr == ""
+    assert [list(r.networks) for r in fake.requests] == [["ghost"], ["b"]]
+
+
 def test_prune_with_force_skips_the_prompt(fake: FakeNetworkService) -> None:
     fake.pruned = ["n1", "n2"]
     result = run("prune", "-f", "--filter", "until=24h")
