@@ -777,8 +777,9 @@ def _remove(
     """Remove one or more networks."""
 
     def remove_one(name: str) -> None:
-        stub().RemoveNetwork(pb.RemoveNetworkRequest(networks=[name], force=force))
-        write_lines([name])
+        reply = stub().RemoveNetwork(pb.RemoveNetworkRequest(networks=[name], force=force))
+        if reply.removed_networks:  # with -f a missing network is passed over silently
+            write_lines([name])  # as typed, like Docker (a name or an id)
 
     for_each(networks, remove_one, skip_missing=force)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Callable, Iterable
-from ipaddress import IPv4Address, IPv6Address, ip_address, ip_interface
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_interface, ip_network
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +165,8 @@ class NetworkAgent:
         options = bridge_options(request.options, network_id=network_id)
         labels = check_labels(request.labels)
         self._check_bridge_name_free(options.bridge_name)
-        avoid = await self.links.host_networks()
+        resolvers = [ip_network(server) for server in _host_nameservers()]
+        avoid = [*await self.links.host_networks(), *resolvers]
         subnets = self.state.ipam.plan(
             list(request.subnets), ipv4=request.ipv4, ipv6=request.ipv6, avoid=avoid
         )

@@ -1,4 +1,4 @@
-"""The agent's whole state: networks, sandboxes and IPAM, with lookups and a JSON form.
+"""The agent's whole state: networks, sandboxes and IPAM, with lookups and a JSON codec.
 
 Lookups accept a name, a full id or an unambiguous id prefix, as Docker's do.
 """
@@ -26,7 +26,6 @@ from berth.network.domain.model import (
     Subnet,
 )
 
-SCHEMA_VERSION = 1
 Named = TypeVar("Named", Network, Sandbox)
 
 
@@ -78,24 +77,6 @@ class NetworkState:
                 self.ipam.release(network_id, address)
             for address in wanted - self.ipam.in_use(network_id):
                 self.ipam.allocate(network_id, address.version, address)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "version": SCHEMA_VERSION,
-            "networks": [encode(n) for n in self.networks.values()],
-            "sandboxes": [encode(s) for s in self.sandboxes.values()],
-            "ipam": self.ipam.to_dict(),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> NetworkState:
-        if data.get("version") != SCHEMA_VERSION:
-            raise ValueError(f"unknown state version {data.get('version')!r}")
-        return cls(
-            networks=[decode_network(n) for n in data["networks"]],
-            sandboxes=[decode_sandbox(s) for s in data["sandboxes"]],
-            ipam=Ipam.from_dict(data["ipam"]),
-        )
 
 
 def _find(items: Iterable[Named], ref: str, what: str) -> Named:

@@ -162,3 +162,27 @@ def test_exec_streams_output_and_exit_code(net: NetClient) -> None:
     assert (result.code, result.stdout, result.stderr) == (7, "out\n", "err\n")
     interfaces = net.exec(f"shell-{t}", ["ip", "-o", "addr"]).stdout
     assert "eth0" in interfaces and net.address(f"shell-{t}", "bridge") in interfaces
+
+
+def test_ipv6_networks_get_a_ula_subnet_and_ipv6_only_works(net: NetClient) -> None:
+    t = tag()
+    dual = net.create_network(f"dual-{t}", ipv6=True)
+    subnets = [c.subnet for c in dual.ipam.config]
+    assert any(s.startswith("fd") and s.endswith("/64") for s in subnets), subnets
+    net.sandbox(f"six-a-{t}", f"dual-{t}")
+    net.sandbox(f"six-b-{t}", f"dual-{t}")
+    box = net.sandboxes.InspectSandbox(spb.InspectSandboxRequest(sandbox=f"six-b-{t}")).sandbox
+    six = box.endpoints[0].ipv6_address.split("/")[0]
+    assert six.startswith("fd")
+    assert net.pings(f"six-a-{t}", six)
+    only = net.create_network(
+        f"v6only-{t}",
+        ipv6=True,
+        ipv4=False,
+        ipam=npb.IPAM(config=[npb.IPAMConfig(subnet="fd42:7:7::/64")]),
+    )
+    assert [c.subnet for c in only.ipam.config] == ["fd42:7:7::/64"]
+    net.sandbox(f"only-{t}", f"v6only-{t}")
+    alone = net.sandboxes.InspectSandbox(spb.InspectSandboxRequest(sandbox=f"only-{t}")).sandbox
+    assert alone.endpoints[0].ipv4_address == ""
+    assert alone.endpoints[0].ipv6_address.startswith("fd42:7:7::")
