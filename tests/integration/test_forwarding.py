@@ -42,10 +42,13 @@ def test_server_streaming_call_streams_through_the_gateway(stack: Stack) -> None
     with stack.channel() as channel:
         logs = runner_service_pb2_grpc.RunnerServiceStub(channel)
         marker = request_id()
-        stream = logs.StreamLogs(runner_service_pb2.StreamLogsRequest(follow=True, tail=0))
+        stream = logs.StreamLogs(
+            runner_service_pb2.StreamLogsRequest(follow=True, tail=1), timeout=30
+        )
         try:
+            next(stream)  # the backlog line: the daemon is following now
             # Each RPC the runner handles writes a log line carrying its request id.
-            ping = runner_service_pb2_grpc.RunnerServiceStub(channel).StreamLogs(
+            ping = logs.StreamLogs(
                 runner_service_pb2.StreamLogsRequest(tail=0),
                 metadata=[("x-request-id", marker)],
             )

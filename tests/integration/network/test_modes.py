@@ -169,3 +169,33 @@ def test_events_report_network_changes(net: NetClient, stack: Stack) -> None:
         ("network", "create"),
         ("network", "connect"),
     ]
+
+
+def test_inhibit_ipv4_leaves_the_bridge_without_an_address(net: NetClient, stack: Stack) -> None:
+    t = tag()
+    network = net.create_network(
+        f"inhibit-{t}",
+        options={
+            "com.docker.network.bridge.inhibit_ipv4": "true",
+            "com.docker.network.bridge.name": f"inh{t}",
+        },
+        ipam=npb.IPAM(config=[npb.IPAMConfig(subnet="10.81.0.0/24", gateway="10.81.0.1")]),
+    )
+    bridge = stack.host.run("ip", "-o", "-4", "addr", "show", "dev", f"inh{t}").stdout
+    assert "10.81.0.1" not in bridge
+    assert network.ipam.config[0].gateway == "10.81.0.1"
+
+
+def test_link_local_ips_are_added_to_the_interface(net: NetClient) -> None:
+    t = tag()
+    net.sandbox(f"ll-{t}", "none")
+    net.create_network(f"llnet-{t}")
+    net.networks.ConnectNetwork(
+        npb.ConnectNetworkRequest(
+            network=f"llnet-{t}",
+            sandbox=f"ll-{t}",
+            endpoint_config=rpb.EndpointConfig(link_local_ips=["169.254.7.7"]),
+        )
+    )
+    addresses = net.exec(f"ll-{t}", ["ip", "-o", "-4", "addr", "show", "dev", "eth0"]).stdout
+    assert "169.254.7.7/16" in addresses

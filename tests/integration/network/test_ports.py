@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import sys
+import threading
 from collections.abc import Iterator
 
 import grpc
@@ -132,3 +133,44 @@ def test_host_binding_ipv4_limits_where_ports_are_published(
     assert reaches(outside, net, f"bound-{t}", outside.host_address, 18383, 80)
     refused = stack.host.run(sys.executable, "-c", CONNECT, other_address, "18383")
     assert refused.returncode != 0
+
+
+def test_udp_and_publish_all_exposed_ports(net: NetClient, outside: Outside) -> None:
+    t = tag()
+    box = net.sandboxes.CreateSandbox(
+        spb.CreateSandboxRequest(
+            name=f"udp-{t}",
+            networks=[spb.NetworkAttachment(network="bridge")],
+            start=True,
+            port_bindings=[
+                spb.PortBinding(container_port=53, host_port=18553, protocol=spb.PROTOCOL_UDP)
+            ],
+            publish_all=True,
+            exposed_ports=[spb.ExposedPort(container_port=8080, protocol=spb.PROTOCOL_TCP)],
+        )
+    ).sandbox
+    published = {(p.container_port, p.protocol): p.host_port for p in box.ports}
+    assert published[(53, spb.PROTOCOL_UDP)] == 18553
+    assert 32768 <= published[(8080, spb.PROTOCOL_TCP)] < 61000
+    echo = (
+        "import socket\n"
+        "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('0.0.0.0',53))\n"
+        "s.settimeout(10); data,peer=s.recvfrom(64); s.sendto(data.upper(),peer)\n"
+    )
+    ask = (
+        "import socket,sys,time\n"
+        "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(0.3)\n"
+        "for _ in range(20):\n"
+        "    s.sendto(b'ping',(sys.argv[1],18553))\n"
+        "    try: print(s.recvfrom(64)[0].decode()); sys.exit(0)\n"
+        "    except OSError: pass\n"
+        "sys.exit(1)\n"
+    )
+    server = threading.Thread(target=net.exec, args=(f"udp-{t}", [sys.executable, "-c", echo], 20))
+    server.start()
+    answer = outside.run(sys.executable, "-c", ask, outside.host_address)
+    server.join(timeout=25)
+    assert answer.stdout.strip() == "PING"
+    assert reaches(
+        outside, net, f"udp-{t}", outside.host_address, published[(8080, spb.PROTOCOL_TCP)], 8080
+    )
