@@ -26,7 +26,7 @@ import grpc
 import grpc.aio
 
 from berth.api.network.v1 import system_service_pb2
-from tests.support.hostns import TestHost, host_namespace
+from tests.support.hostns import AgentHost, host_namespace
 from tests.support.processes import DaemonProcess, start, wait_serving
 
 METHOD = "/berth.network.v1.SystemService/GetVersion"
@@ -77,7 +77,7 @@ def servers(root: Path) -> Iterator[dict[str, str]]:
         yield from _servers(root, host)
 
 
-def _servers(root: Path, host: TestHost) -> Iterator[dict[str, str]]:
+def _servers(root: Path, host: AgentHost) -> Iterator[dict[str, str]]:
     agent = start(
         "networkd",
         "berth.network.main",

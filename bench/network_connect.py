@@ -39,7 +39,7 @@ from berth.api.network.v1 import network_service_pb2 as npb
 from berth.api.network.v1 import network_service_pb2_grpc as npb_grpc
 from berth.api.network.v1 import sandbox_service_pb2 as spb
 from berth.api.network.v1 import sandbox_service_pb2_grpc as spb_grpc
-from tests.support.hostns import NETNS_DIR, TestHost, host_namespace
+from tests.support.hostns import NETNS_DIR, AgentHost, host_namespace
 from tests.support.processes import DaemonProcess, start
 
 SAMPLE_SUBNET = IPv4Network("10.231.0.0/16")
@@ -93,7 +93,7 @@ class BerthClient:
 
 
 @contextmanager
-def berth_gateway(root: Path, host: TestHost) -> Iterator[str]:
+def berth_gateway(root: Path, host: AgentHost) -> Iterator[str]:
     """berth-networkd in `host` behind berth-gateway; yields the gateway's target."""
     agent = start(
         "networkd",
@@ -156,7 +156,7 @@ class Direct:
 
     BRIDGE = "br0"
 
-    def __init__(self, host: TestHost, ipr: AsyncIPRoute, bridge: int) -> None:
+    def __init__(self, host: AgentHost, ipr: AsyncIPRoute, bridge: int) -> None:
         self.host = host
         self.ipr = ipr
         self.bridge = bridge
@@ -164,7 +164,7 @@ class Direct:
         self.namespaces: list[str] = []
 
     @classmethod
-    async def open(cls, host: TestHost) -> Direct:
+    async def open(cls, host: AgentHost) -> Direct:
         ipr = await netlink_in(NETNS_DIR / host.netns)
         await ipr.link("add", ifname=cls.BRIDGE, kind="bridge")
         bridge = await index_of(ipr, cls.BRIDGE)
@@ -232,7 +232,7 @@ class Results:
     growth: Timings
 
 
-async def measure(target: str, direct_host: TestHost, count: int, growth: int) -> Results:
+async def measure(target: str, direct_host: AgentHost, count: int, growth: int) -> Results:
     async with grpc.aio.insecure_channel(target) as channel:
         berth = BerthClient(channel)
         await berth.create_network("bench-sample", SAMPLE_SUBNET)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.hostns import TestHost, host_namespace
+from tests.support.hostns import AgentHost, host_namespace
 from tests.support.processes import BIN, free_port, poll, wait_serving
 
 
@@ -23,7 +23,7 @@ class Up:
     socket: Path
     metrics_port: int
     root: Path
-    host: TestHost
+    host: AgentHost
 
     def berth(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "BERTH_HOST": f"unix://{self.socket}"}
@@ -55,7 +55,7 @@ def up(tmp_path: Path) -> Iterator[Up]:
         yield from _up(tmp_path, host)
 
 
-def _up(tmp_path: Path, host: TestHost) -> Iterator[Up]:
+def _up(tmp_path: Path, host: AgentHost) -> Iterator[Up]:
     socket_path = tmp_path / "run" / "berth.sock"
     metrics = free_port_block(4)
     process = subprocess.Popen(

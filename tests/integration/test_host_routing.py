@@ -9,7 +9,7 @@ import grpc
 
 from berth.api.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
 from berth.api.network.v1 import system_service_pb2, system_service_pb2_grpc
-from tests.support.hostns import TestHost, host_namespace
+from tests.support.hostns import AgentHost, host_namespace
 from tests.support.processes import start
 
 
@@ -18,7 +18,7 @@ def test_calls_reach_the_named_hosts_agent_and_only_it(tmp_path: Path) -> None:
         route_between(tmp_path, host_here, host_there)
 
 
-def route_between(tmp_path: Path, host_here: TestHost, host_there: TestHost) -> None:
+def route_between(tmp_path: Path, host_here: AgentHost, host_there: AgentHost) -> None:
     here = start(
         "agent-here",
         "berth.network.main",

@@ -21,7 +21,7 @@ ETC_NETNS = Path("/etc/netns")
 
 
 @dataclass(frozen=True)
-class TestHost:
+class AgentHost:
     netns: str  # the agent's namespace
     prefix: str  # what the agent puts before the namespaces it creates
 
@@ -42,9 +42,9 @@ def unique_prefix() -> str:
 
 
 @contextmanager
-def host_namespace() -> Iterator[TestHost]:
+def host_namespace() -> Iterator[AgentHost]:
     prefix = unique_prefix()
-    host = TestHost(netns=f"{prefix}host", prefix=prefix)
+    host = AgentHost(netns=f"{prefix}host", prefix=prefix)
     subprocess.run(["ip", "netns", "add", host.netns], check=True)
     subprocess.run(["ip", "netns", "exec", host.netns, "ip", "link", "set", "lo", "up"], check=True)
     try:
@@ -82,7 +82,7 @@ class Outside:
 
 
 @contextmanager
-def outside_host(host: TestHost, subnet_index: int) -> Iterator[Outside]:
+def outside_host(host: AgentHost, subnet_index: int) -> Iterator[Outside]:
     """A namespace `<prefix>out<n>` on 10.199.<n>.0/24 with the agent host at .1."""
     name = f"{host.prefix}o{subnet_index}"
     near, far = f"{host.prefix[:8]}u{subnet_index}a", f"{host.prefix[:8]}u{subnet_index}b"

@@ -10,7 +10,7 @@ from pathlib import Path
 import grpc
 
 from berth.gateway.auth import add_token
-from tests.support.hostns import TestHost, host_namespace
+from tests.support.hostns import AgentHost, host_namespace
 from tests.support.processes import DaemonProcess, free_port, start, wait_serving
 from tests.support.tls import TlsFiles, make_tls
 
@@ -34,7 +34,7 @@ class Stack:
     gateway: DaemonProcess
     tcp_port: int
     tls: TlsFiles
-    host: TestHost
+    host: AgentHost
     tokens: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -64,7 +64,7 @@ def running_stack(root: Path, gateway_args: list[str] | None = None) -> Iterator
             stack.stop()
 
 
-def start_stack(root: Path, host: TestHost, gateway_args: list[str] | None = None) -> Stack:
+def start_stack(root: Path, host: AgentHost, gateway_args: list[str] | None = None) -> Stack:
     run = root / "run"
     run.mkdir(parents=True, exist_ok=True)
     daemons: dict[str, DaemonProcess] = {}

@@ -61,7 +61,7 @@ RUNNING = spb.SANDBOX_STATE_RUNNING
 class Agent:
     """berth-networkd in a test host, started and SIGKILLed again and again."""
 
-    host: hostns.TestHost
+    host: hostns.AgentHost
     root: Path
     daemon: DaemonProcess | None = None
     channel: grpc.Channel | None = None
@@ -341,14 +341,14 @@ def orphan_problems(links: dict[str, HostLink], endpoints: dict[str, Any]) -> li
     ]
 
 
-def new_leftovers(host: hostns.TestHost, state: dict[str, Any], seen: list[str]) -> list[str]:
+def new_leftovers(host: hostns.AgentHost, state: dict[str, Any], seen: list[str]) -> list[str]:
     """Namespaces with the agent's prefix that no sandbox of the state owns."""
     known = {Path(s["netns"]).name for s in state["sandboxes"]} | {host.netns}
     present = {path.name for path in NETNS_DIR.glob(f"{host.prefix}*")}
     return sorted(present - known - set(seen))
 
 
-def host_links(host: hostns.TestHost) -> dict[str, HostLink]:
+def host_links(host: hostns.AgentHost) -> dict[str, HostLink]:
     listing = run(["ip", "-n", host.netns, "-o", "link", "show"])
     assert listing.returncode == 0, listing.stderr
     links = {}
