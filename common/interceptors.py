@@ -25,6 +25,7 @@ from google.protobuf.message import DecodeError
 
 from berth.common import metrics
 from berth.common.errors import BerthError, FieldViolation, InvalidArgument
+from berth.common.logging import rpc_log
 from berth.common.status import abort
 
 REQUEST_ID_KEY = "x-request-id"
@@ -191,7 +192,7 @@ class _Observed:
             fields["deadline_ms"] = round(self.deadline * 1000, 1)
         if self.messages:
             fields["messages"] = self.messages
-        log.info("rpc", **fields)
+        rpc_log(request_id=self.request_id, **fields)
         structlog.contextvars.unbind_contextvars("request_id")
 
 

@@ -36,6 +36,19 @@ class TeeLogger:
     log = debug = info = warn = warning = error = critical = exception = fatal = msg
 
 
+_rpc_logger: Any = None
+
+
+def rpc_log(**fields: Any) -> None:
+    """The one line per RPC. Its fields are fixed and never hold credentials, so it skips
+    the processors other lines need (context merging, redaction, tracebacks): it is on
+    every call's path."""
+    if _rpc_logger is None:
+        structlog.get_logger("berth.rpc").info("rpc", **fields)
+    else:
+        _rpc_logger.info("rpc", **fields)
+
+
 def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in SENSITIVE_KEYS.intersection(event):
         event[key] = REDACTED
@@ -56,11 +69,18 @@ def configure(
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
     )
     numeric_level = logging.getLevelNamesMapping()[level.upper()]
+    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    global _rpc_logger
+    _rpc_logger = structlog.wrap_logger(
+        TeeLogger(out, list(sinks or [])),
+        processors=[structlog.processors.add_log_level, timestamper, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            timestamper,
             redact,
             structlog.processors.format_exc_info,
             renderer,
