@@ -12,11 +12,6 @@ from tests.integration.network.netclient import NetClient, tag
 from tests.support.stack import Stack
 
 
-@pytest.fixture
-def net(stack: Stack) -> NetClient:
-    return NetClient(stack.channel())
-
-
 def links_in_host(stack: Stack) -> set[str]:
     listing = stack.host.run("ip", "-o", "link", "show").stdout
     return {line.split(": ")[1].split("@")[0] for line in listing.splitlines()}
@@ -49,21 +44,21 @@ def test_inspect_shows_ipam_and_connected_sandboxes(net: NetClient) -> None:
         ipam=npb.IPAM(
             config=[
                 npb.IPAMConfig(
-                    subnet="172.25.0.0/16", ip_range="172.25.3.0/24", gateway="172.25.0.254"
+                    subnet="10.25.0.0/16", ip_range="10.25.3.0/24", gateway="10.25.0.254"
                 )
             ]
         ),
         labels={"team": "blue"},
     )
-    assert created.ipam.config[0].gateway == "172.25.0.254"
+    assert created.ipam.config[0].gateway == "10.25.0.254"
     net.sandbox(f"container2-{t}", f"isolated_nw-{t}")
-    net.sandbox(f"container3-{t}", f"isolated_nw-{t}", ip="172.25.3.3")
+    net.sandbox(f"container3-{t}", f"isolated_nw-{t}", ip="10.25.3.3")
     inspected = net.networks.InspectNetwork(
         npb.InspectNetworkRequest(network=f"isolated_nw-{t}")
     ).network
     members = {c.name: c.ipv4_address for c in inspected.containers.values()}
-    assert members[f"container3-{t}"] == "172.25.3.3/16"
-    assert members[f"container2-{t}"].startswith("172.25.3.")
+    assert members[f"container3-{t}"] == "10.25.3.3/16"
+    assert members[f"container2-{t}"].startswith("10.25.3.")
     assert inspected.labels["team"] == "blue"
     assert inspected.driver == npb.DRIVER_BRIDGE and inspected.scope == npb.SCOPE_LOCAL
 

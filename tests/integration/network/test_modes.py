@@ -3,39 +3,23 @@
 from __future__ import annotations
 
 import datetime
-import itertools
 import subprocess
 import sys
-from collections.abc import Iterator
-
-import pytest
 
 from berth.api.network.v1 import event_service_pb2, event_service_pb2_grpc
 from berth.api.network.v1 import network_service_pb2 as npb
 from berth.api.network.v1 import resources_pb2 as rpb
 from berth.api.network.v1 import sandbox_service_pb2 as spb
 from tests.integration.network.netclient import NetClient, tag
-from tests.support.hostns import Outside, outside_host
+from tests.support.hostns import Outside
 from tests.support.stack import Stack
 
-SUBNETS = itertools.count(100)
 PEER = (
     "import socket\n"
     "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
     "s.bind(('0.0.0.0',9000)); s.listen(); s.settimeout(10)\n"
     "c,peer=s.accept(); print(peer[0]); c.close()\n"
 )
-
-
-@pytest.fixture
-def net(stack: Stack) -> NetClient:
-    return NetClient(stack.channel())
-
-
-@pytest.fixture
-def outside(stack: Stack) -> Iterator[Outside]:
-    with outside_host(stack.host, next(SUBNETS)) as host:
-        yield host
 
 
 def source_seen_outside(net: NetClient, outside: Outside, sandbox: str) -> str:

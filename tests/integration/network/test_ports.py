@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import itertools
 import sys
 import threading
-from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -13,10 +11,9 @@ import pytest
 from berth.api.network.v1 import network_service_pb2 as npb
 from berth.api.network.v1 import sandbox_service_pb2 as spb
 from tests.integration.network.netclient import NetClient, tag
-from tests.support.hostns import Outside, outside_host
+from tests.support.hostns import Outside
 from tests.support.stack import Stack
 
-SUBNETS = itertools.count(1)
 CONNECT = (
     "import socket,sys,time\n"
     "for _ in range(40):\n"
@@ -29,17 +26,6 @@ CONNECT = (
     "        sys.exit(1)\n"
     "sys.exit(1)\n"
 )
-
-
-@pytest.fixture
-def net(stack: Stack) -> NetClient:
-    return NetClient(stack.channel())
-
-
-@pytest.fixture
-def outside(stack: Stack) -> Iterator[Outside]:
-    with outside_host(stack.host, next(SUBNETS)) as host:
-        yield host
 
 
 def publish(net: NetClient, name: str, network: str, *bindings: spb.PortBinding) -> spb.Sandbox:
