@@ -448,7 +448,7 @@ class NetworkAgent:
         """The sandbox; with force, a stale endpoint whose sandbox is gone is cleaned up."""
         try:
             return self.state.sandbox(ref)
-        except Exception:
+        except NotFound:
             if not force:
                 raise
         log.info("removing stale endpoint", network=network.name, sandbox=ref)
