@@ -37,6 +37,7 @@ protos: setup
 bench: setup
 	$(PY) -m bench.gateway_overhead
 	$(PY) -m bench.network_connect
+	$(PY) -m bench.dns
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

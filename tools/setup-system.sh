@@ -8,6 +8,9 @@ PACKAGES=(
   nftables      # nft: the network agent's firewall and NAT rules
   util-linux    # nsenter: commands in namespaces given by path
   iputils-ping  # ping, used by the network tests
+  dnsmasq-base  # a real upstream resolver for the embedded DNS tests, and the DNS bench baseline
+  bind9-dnsutils  # dig: DNS lookups from inside sandboxes in the tests
+  dnsperf       # the DNS bench's load generator
   nodejs     # npm, for the command-line tools in package.json (buf lints the contracts)
 )
 

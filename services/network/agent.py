@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_interface, ip_network
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from berth.network.adapters.netns import NETNS_DIR, create_netns, netns_exists, 
 from berth.network.adapters.nftables import BridgeRules, Nftables, PortForward
 from berth.network.adapters.processes import HOST_NETNS
 from berth.network.adapters.state_store import StateStore
+from berth.network.dns.embedded import EmbeddedDns
 from berth.network.domain.events import Event, EventLog
 from berth.network.domain.model import (
     ANY_IPV4,
@@ -47,6 +48,8 @@ from berth.network.domain.state import NetworkState
 from berth.network.domain.validation import (
     bridge_options,
     check_alias,
+    check_dns_option,
+    check_dns_search,
     check_hostname,
     check_labels,
     check_name,
@@ -71,9 +74,9 @@ class NetworkAgent:
         links: Links,
         nftables: Nftables,
         events: EventLog,
+        dns: EmbeddedDns,
         name_prefix: str = "",
         default_bridge_name: str = "berth0",
-        resolv_dir: Path = Path("/etc/netns"),
     ) -> None:
         self.store = StateStore(state_dir / "state")
         self.links = links
@@ -81,7 +84,7 @@ class NetworkAgent:
         self.events = events
         self.prefix = name_prefix
         self.default_bridge_name = default_bridge_name
-        self.resolv_dir = resolv_dir
+        self.dns = dns
         self.lock = asyncio.Lock()
         self.state = NetworkState()
 
@@ -96,6 +99,7 @@ class NetworkAgent:
             await self._reconcile()
             await self._apply_rules()
             self._save_all()
+            await self.dns.sync(self.state, touched=self.state.sandboxes.values())
 
     async def _ensure_predefined(self) -> None:
         if self.state.network_named("host") is None:
@@ -165,7 +169,7 @@ class NetworkAgent:
         options = bridge_options(request.options, network_id=network_id)
         labels = check_labels(request.labels)
         self._check_bridge_name_free(options.bridge_name)
-        resolvers = [ip_network(server) for server in _host_nameservers()]
+        resolvers = [ip_network(s.split("%")[0]) for s in self.dns.host.read().nameservers]
         avoid = [*await self.links.host_networks(), *resolvers]
         subnets = self.state.ipam.plan(
             list(request.subnets), ipv4=request.ipv4, ipv6=request.ipv6, avoid=avoid
@@ -275,7 +279,9 @@ class NetworkAgent:
     ) -> Endpoint:
         async with self.lock:
             endpoint = await self._connect(network_ref, sandbox_ref, request)
-            self._save(self.state.sandbox(sandbox_ref))
+            sandbox = self.state.sandbox(sandbox_ref)
+            self._save(sandbox)
+            await self.dns.sync(self.state, touched=[sandbox])
         return endpoint
 
     async def _connect(
@@ -435,6 +441,7 @@ class NetworkAgent:
             await self._unplumb(endpoint)
             del sandbox.endpoints[network.id]
             self._save(sandbox)
+            await self.dns.sync(self.state, touched=[sandbox])
         self._emit(
             "network",
             "disconnect",
@@ -460,6 +467,7 @@ class NetworkAgent:
         async with self.lock:
             sandbox = await self._create_sandbox(request)
             self._save(sandbox)
+            await self.dns.sync(self.state, touched=[sandbox])
         self._emit("sandbox", "create", sandbox.id, name=sandbox.name)
         return sandbox
 
@@ -474,6 +482,14 @@ class NetworkAgent:
         hostname = check_hostname(request.hostname) if request.hostname else name[:63]
         labels = check_labels(request.labels)
         check_bindings(request.port_bindings)
+        dns = [str(_parse_ip(s, None, f"dns[{i}]")) for i, s in enumerate(request.dns)]
+        dns_search = [
+            check_dns_search(d, field=f"dns_search[{i}]") for i, d in enumerate(request.dns_search)
+        ]
+        dns_options = [
+            check_dns_option(o, field=f"dns_options[{i}]")
+            for i, o in enumerate(request.dns_options)
+        ]
         networks = list(request.networks) or [(DEFAULT_BRIDGE, EndpointRequest())]
         mode = self._special_mode(networks)
         attached = bool(request.netns_path) or mode == "host"
@@ -500,13 +516,17 @@ class NetworkAgent:
             hostname=hostname,
             labels=labels,
             port_bindings=list(request.port_bindings),
+            dns=dns,
+            dns_search=dns_search,
+            dns_options=dns_options,
         )
+        if not attached:
+            sandbox.resolv_conf = str(self.dns.resolv_conf_path(sandbox))
         self.state.sandboxes[sandbox.id] = sandbox
         self._save(sandbox)  # write-ahead: after a crash from here on, the restart completes it
         try:
             if not attached:
                 await create_netns(self.prefix + name)
-            self._write_resolv_conf(sandbox, request.dns)
             for network_ref, endpoint_request in networks:
                 await self._connect(network_ref, sandbox.id, endpoint_request)
             if request.start:
@@ -534,21 +554,12 @@ class NetworkAgent:
             )
         return "host" if special[0].driver is Driver.HOST else "none"
 
-    def _write_resolv_conf(self, sandbox: Sandbox, dns: Iterable[str]) -> None:
-        if sandbox.attached:
-            return
-        servers = [str(_parse_ip(s, None, f"dns[{i}]")) for i, s in enumerate(dns)]
-        folder = self.resolv_dir / Path(sandbox.netns).name
-        folder.mkdir(parents=True, exist_ok=True)
-        lines = [f"nameserver {s}" for s in servers or _host_nameservers()]
-        (folder / "resolv.conf").write_text("".join(f"{line}\n" for line in lines))
-        sandbox.resolv_conf = str(folder / "resolv.conf")
-
     async def start_sandbox(self, ref: str) -> Sandbox:
         async with self.lock:
             sandbox = self.state.sandbox(ref)
             await self._start(sandbox)
             self._save(sandbox)
+            await self.dns.sync(self.state, touched=[sandbox])
         self._emit("sandbox", "start", sandbox.id, name=sandbox.name)
         return sandbox
 
@@ -577,6 +588,7 @@ class NetworkAgent:
             sandbox = self.state.sandbox(ref)
             await self._stop(sandbox)
             self._save(sandbox)
+            await self.dns.sync(self.state, touched=[sandbox])
         self._emit("sandbox", "stop", sandbox.id, name=sandbox.name)
         return sandbox
 
@@ -601,18 +613,16 @@ class NetworkAgent:
                 )
             await self._destroy(sandbox)
             self._forget(sandbox)
+            await self.dns.sync(self.state)
         self._emit("sandbox", "destroy", sandbox.id, name=sandbox.name)
         return sandbox
 
     async def _destroy(self, sandbox: Sandbox) -> None:
         await self._stop(sandbox)
         self.state.sandboxes.pop(sandbox.id, None)
+        self.dns.forget(sandbox)
         if not sandbox.attached:
             await remove_netns(Path(sandbox.netns).name)
-            folder = self.resolv_dir / Path(sandbox.netns).name
-            (folder / "resolv.conf").unlink(missing_ok=True)
-            if folder.exists() and not any(folder.iterdir()):
-                folder.rmdir()
 
     def inspect_sandbox(self, ref: str) -> Sandbox:
         return self.state.sandbox(ref)
@@ -771,21 +781,3 @@ def _parse_ip(text: str, version: int | None, field: str) -> IPAddress | None:
 
 def _link_local(address: IPAddress) -> IPInterface:
     return ip_interface(f"{address}/{16 if address.version == 4 else 64}")
-
-
-def _host_nameservers() -> list[str]:
-    """The host's resolvers, less loopback ones a sandbox cannot reach."""
-    try:
-        text = Path("/etc/resolv.conf").read_text()
-    except OSError:
-        return []
-    servers = []
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) >= 2 and parts[0] == "nameserver":
-            try:
-                if not ip_address(parts[1]).is_loopback:
-                    servers.append(parts[1])
-            except ValueError:
-                continue
-    return servers[:3]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 from collections.abc import Sequence
 
 from pyroute2 import netns
@@ -16,7 +17,9 @@ from berth.common import logging
 from berth.common.server import Daemon, Lifecycle, registration, run_daemon
 from berth.network.adapters.links import Links
 from berth.network.adapters.nftables import Nftables
+from berth.network.adapters.resolver_files import ETC_NETNS, HostResolvConf, SandboxFiles
 from berth.network.agent import NetworkAgent
+from berth.network.dns.embedded import EmbeddedDns
 from berth.network.domain.events import EventLog
 from berth.network.settings import NetworkdSettings
 from berth.network.transport.events import EventServicer
@@ -30,11 +33,18 @@ def build_agent(settings: NetworkdSettings) -> Daemon:
     events = EventLog()
     events.bind_loop()
     links = Links()
+    dns = EmbeddedDns(
+        host_resolv_conf=HostResolvConf(settings.resolv_conf),
+        files=SandboxFiles(ETC_NETNS),
+        upstream_timeout=settings.dns_upstream_timeout,
+        upstream_limit=settings.dns_upstream_limit,
+    )
     agent = NetworkAgent(
         state_dir=settings.state_dir,
         links=links,
         nftables=Nftables(),
         events=events,
+        dns=dns,
         name_prefix=settings.name_prefix,
         default_bridge_name=settings.default_bridge_name,
     )
@@ -57,17 +67,26 @@ def build_agent(settings: NetworkdSettings) -> Daemon:
         services,
         lifecycle=lifecycle,
         on_start=[start],
-        on_stop=[links.close],
+        on_stop=[links.close, dns.close],
     )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     settings = NetworkdSettings.from_args(argv)
     logging.configure(level=settings.log_level, fmt=settings.log_format)
+    _raise_open_files_limit()
     if settings.netns:
         # Before any thread exists: every thread grpc starts later inherits the namespace.
         netns.setns(settings.netns, flags=0)
     run_daemon(lambda: build_agent(settings))
+
+
+def _raise_open_files_limit() -> None:
+    """The embedded DNS server holds two sockets per sandbox: allow as many files as the
+    hard limit does, not the usual soft 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 if __name__ == "__main__":

@@ -33,3 +33,14 @@ class NetworkdSettings(DaemonSettings):
         description="run inside this existing network namespace (a test host, or a dedicated one)",
     )
     host_name: str = Field(default_factory=socket.gethostname, description="this host's name")
+    resolv_conf: Path = Field(
+        Path("/etc/resolv.conf"),
+        description="the host's resolvers: the embedded DNS forwards what it does not know to "
+        "its nameservers (re-read when it changes)",
+    )
+    dns_upstream_timeout: float = Field(
+        1.5, gt=0, le=10, description="seconds each upstream resolver gets to answer"
+    )
+    dns_upstream_limit: int = Field(
+        256, gt=0, description="forwarded queries in flight at most; more get SERVFAIL at once"
+    )

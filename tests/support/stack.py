@@ -25,6 +25,9 @@ TOKEN_SCOPES = {
     "mcp-write": ["mcp:write"],
     "admin": ["admin"],
 }
+# The agent's stand-in for the host's resolv.conf: a server nothing can reach until a test
+# points it elsewhere (TEST-NET-1, never routed).
+UNREACHABLE_RESOLVER = "nameserver 192.0.2.53\n"
 
 
 @dataclass
@@ -36,6 +39,11 @@ class Stack:
     tls: TlsFiles
     host: AgentHost
     tokens: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def resolv_conf(self) -> Path:
+        """The file the network agent reads as the host's resolv.conf."""
+        return self.root / "host-resolv.conf"
 
     @property
     def socket(self) -> Path:
@@ -68,9 +76,15 @@ def start_stack(root: Path, host: AgentHost, gateway_args: list[str] | None = No
     run = root / "run"
     run.mkdir(parents=True, exist_ok=True)
     daemons: dict[str, DaemonProcess] = {}
+    resolv_conf = root / "host-resolv.conf"
+    resolv_conf.write_text(UNREACHABLE_RESOLVER)
     try:
         for domain, (module, program) in DAEMONS.items():
-            extra = host.agent_args() if domain == "network" else []
+            extra = (
+                [*host.agent_args(), "--resolv-conf", str(resolv_conf)]
+                if domain == "network"
+                else []
+            )
             daemons[domain] = start(
                 program,
                 module,

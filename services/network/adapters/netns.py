@@ -78,7 +78,7 @@ async def netlink_socket_in(path: Path) -> int:
     def make() -> int:
         return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE).detach()
 
-    return await _in_netns_thread(path, make)
+    return await in_netns_thread(path, make)
 
 
 async def remove_netns(name: str) -> None:
@@ -175,7 +175,7 @@ async def write_sysctls(netns: str | Path, sysctls: Mapping[str, str]) -> None:
                     f"cannot set sysctl {key}={value!r} in network namespace {path}: {reason}"
                 ) from error
 
-    await _in_netns_thread(path, write_all)
+    await in_netns_thread(path, write_all)
 
 
 def _sysctl_file(key: str) -> Path:
@@ -185,7 +185,7 @@ def _sysctl_file(key: str) -> Path:
     return PROC_SYS.joinpath(*parts)
 
 
-async def _in_netns_thread(path: Path, work: Callable[[], T]) -> T:
+async def in_netns_thread(path: Path, work: Callable[[], T]) -> T:
     """Runs `work` in a new thread that has entered the namespace.
 
     setns() moves only the calling thread, and this one ends with `work`, so no thread of

@@ -136,6 +136,9 @@ class Sandbox:
     labels: dict[str, str] = field(default_factory=dict)
     endpoints: dict[str, Endpoint] = field(default_factory=dict)  # by network id
     resolv_conf: str = ""  # the sandbox's resolver file, /etc/netns/NAME/resolv.conf
+    dns: list[str] = field(default_factory=list)  # --dns: upstream servers of its own
+    dns_search: list[str] = field(default_factory=list)  # --dns-search
+    dns_options: list[str] = field(default_factory=list)  # --dns-option
     port_bindings: list[PortBinding] = field(default_factory=list)
     published: list[PublishedPort] = field(default_factory=list)  # while running
     created: datetime = field(default_factory=now)

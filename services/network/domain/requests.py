@@ -42,6 +42,8 @@ class SandboxRequest:
     netns_path: str = ""  # attach an existing namespace instead of creating one
     hostname: str = ""
     dns: Sequence[str] = ()
+    dns_search: Sequence[str] = ()
+    dns_options: Sequence[str] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
     port_bindings: Sequence[PortBinding] = ()  # -p, and -P's exposed ports with host_port 0
     start: bool = False

@@ -176,6 +176,9 @@ def decode_sandbox(data: dict[str, Any]) -> Sandbox:
         labels=data["labels"],
         endpoints={k: _endpoint(v) for k, v in data["endpoints"].items()},
         resolv_conf=data["resolv_conf"],
+        dns=data.get("dns", []),
+        dns_search=data.get("dns_search", []),
+        dns_options=data.get("dns_options", []),
         port_bindings=[
             PortBinding(
                 container_port=b["container_port"],

@@ -53,6 +53,7 @@ _HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?")
 _ALIAS_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?")
 _SYSCTL_KEY = re.compile(r"net\.ipv([46])\.conf\.IFNAME\.([a-z0-9_]+)")
 _SYSCTL_VALUE = re.compile(r"[A-Za-z0-9_.:-]+")
+_RESOLVER_OPTION = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*(?::[0-9]{1,5})?")
 
 BRIDGE_NAME = "com.docker.network.bridge.name"
 ENABLE_IP_MASQUERADE = "com.docker.network.bridge.enable_ip_masquerade"
@@ -172,6 +173,26 @@ def check_alias(alias: str, *, field: str) -> str:
     problem = _dns_problem(alias, "alias", _ALIAS_LABEL, "letters, digits, '_' and '-'")
     _one(field, problem, "INVALID_ALIAS", alias)
     return alias
+
+
+def check_dns_search(domain: str, *, field: str) -> str:
+    """A `--dns-search` domain (a host name; a trailing dot is allowed)."""
+    problem = _dns_problem(
+        domain.removesuffix("."), "search domain", _ALIAS_LABEL, "letters, digits, '_' and '-'"
+    )
+    _one(field, problem, "INVALID_DNS_SEARCH", domain)
+    return domain
+
+
+def check_dns_option(option: str, *, field: str) -> str:
+    """A `--dns-option`: a resolv.conf option word such as rotate or ndots:2."""
+    problem = (
+        None
+        if _RESOLVER_OPTION.fullmatch(option)
+        else "a resolver option is a word, optionally with :NUMBER (e.g. ndots:2)"
+    )
+    _one(field, problem, "INVALID_DNS_OPTION", option)
+    return option
 
 
 def _has_control(text: str) -> bool:

@@ -21,6 +21,7 @@ from berth.network.domain.model import (
     Sandbox,
     SandboxState,
 )
+from berth.network.domain.names import dns_names
 from berth.network.domain.requests import EndpointRequest
 from berth.network.domain.state import NetworkState
 
@@ -163,7 +164,7 @@ def network_message(network: Network, state: NetworkState) -> npb.Network:
     return message
 
 
-def endpoint_message(endpoint: Endpoint, network: Network) -> rpb.Endpoint:
+def endpoint_message(endpoint: Endpoint, network: Network, sandbox: Sandbox) -> rpb.Endpoint:
     gateway4 = next((s.gateway for s in network.subnets if s.subnet.version == 4), None)
     gateway6 = next((s.gateway for s in network.subnets if s.subnet.version == 6), None)
     return rpb.Endpoint(
@@ -182,6 +183,7 @@ def endpoint_message(endpoint: Endpoint, network: Network) -> rpb.Endpoint:
         gw_priority=endpoint.gw_priority,
         static_ip_address=str(endpoint.static_ipv4 or ""),
         static_ipv6_address=str(endpoint.static_ipv6 or ""),
+        dns_names=dns_names(sandbox, network),
     )
 
 
@@ -195,9 +197,12 @@ def sandbox_message(sandbox: Sandbox, state: NetworkState) -> spb.Sandbox:
         created_time=_time(sandbox.created),
         hostname=sandbox.hostname,
         resolv_conf_path=sandbox.resolv_conf,
+        dns=sandbox.dns,
+        dns_search=sandbox.dns_search,
+        dns_options=sandbox.dns_options,
         labels=sandbox.labels,
         endpoints=[
-            endpoint_message(e, state.networks[network_id])
+            endpoint_message(e, state.networks[network_id], sandbox)
             for network_id, e in sandbox.endpoints.items()
         ],
         port_bindings=[binding_message(b) for b in sandbox.port_bindings],

@@ -89,7 +89,10 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
             request.network, request.sandbox, convert.endpoint_request(request.endpoint_config)
         )
         network = self.agent.state.networks[endpoint.network_id]
-        return pb.ConnectNetworkResponse(endpoint=convert.endpoint_message(endpoint, network))
+        sandbox = self.agent.inspect_sandbox(request.sandbox)
+        return pb.ConnectNetworkResponse(
+            endpoint=convert.endpoint_message(endpoint, network, sandbox)
+        )
 
     async def DisconnectNetwork(
         self, request: pb.DisconnectNetworkRequest, context: grpc.aio.ServicerContext

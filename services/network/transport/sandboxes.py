@@ -38,6 +38,8 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
                 netns_path=request.netns_path,
                 hostname=request.hostname,
                 dns=list(request.dns),
+                dns_search=list(request.dns_search),
+                dns_options=list(request.dns_options),
                 labels=dict(request.labels),
                 port_bindings=convert.port_bindings(request),
                 start=request.start,

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.network.netclient import NetClient
+from tests.integration.network.netclient import DnsNetClient, NetClient, tag
 from tests.support.hostns import Outside, outside_host
 from tests.support.stack import Stack
 
@@ -23,3 +23,18 @@ def net(stack: Stack) -> NetClient:
 def outside(stack: Stack) -> Iterator[Outside]:
     with outside_host(stack.host, next(UNDERLAY_SUBNETS)) as host:
         yield host
+
+
+@pytest.fixture
+def dns(stack: Stack) -> DnsNetClient:
+    return DnsNetClient(stack.channel())
+
+
+@pytest.fixture
+def t(dns: DnsNetClient) -> Iterator[str]:
+    """The test's tag; every sandbox and network named `...-TAG` is removed afterwards."""
+    value = tag()
+    try:
+        yield value
+    finally:
+        dns.remove_tagged(value)

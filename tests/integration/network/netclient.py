@@ -119,3 +119,128 @@ class NetClient:
             yield
         finally:
             thread.join(timeout=25)
+
+
+@dataclass
+class Lookup:
+    """What dig reported: the rcode ("NOERROR", "NXDOMAIN", ... or "TIMEOUT" when no
+    answer came), the header flags, and the data of the answer records."""
+
+    status: str
+    flags: set[str]
+    answers: list[str]
+
+
+def parse_dig(output: str) -> Lookup:
+    """The last answer dig printed (after a retry over TCP, the one that counted)."""
+    status, flags, answers = "TIMEOUT", set[str](), list[str]()
+    for line in output.splitlines():
+        if "->>HEADER<<-" in line:
+            status = line.split("status:")[1].split(",")[0].strip()
+            answers = []
+        elif line.startswith(";; flags:"):
+            flags = set(line.removeprefix(";; flags:").split(";")[0].split())
+        elif line.strip() and not line.startswith(";"):
+            answers.append(line.split()[-1])
+    return Lookup(status, flags, answers)
+
+
+def attachment(
+    network: str, *, aliases: Sequence[str] = (), links: dict[str, str] | None = None
+) -> spb.NetworkAttachment:
+    """`--network NETWORK --alias ... --link TARGET:ALIAS ...`."""
+    return spb.NetworkAttachment(
+        network=network, endpoint_config=endpoint_config(aliases=aliases, links=links)
+    )
+
+
+def endpoint_config(
+    *, aliases: Sequence[str] = (), links: dict[str, str] | None = None
+) -> rpb.EndpointConfig:
+    """Aliases, and links as target name -> alias."""
+    return rpb.EndpointConfig(
+        aliases=list(aliases),
+        links=[rpb.Link(name=target, alias=alias) for target, alias in (links or {}).items()],
+    )
+
+
+class DnsNetClient(NetClient):
+    """NetClient with what the embedded DNS tests need: sandboxes with aliases and links,
+    their lifecycle, lookups from inside them, and removal of everything a test made."""
+
+    def user_network(self, name: str, subnet: str, *, internal: bool = False) -> str:
+        """A bridge network with embedded DNS on `subnet`; returns its name."""
+        ipam = npb.IPAM(config=[npb.IPAMConfig(subnet=subnet)])
+        self.create_network(name, ipam=ipam, internal=internal)
+        return name
+
+    def create_sandbox(
+        self, name: str, *attachments: spb.NetworkAttachment, dns: Sequence[str] = ()
+    ) -> spb.Sandbox:
+        request = spb.CreateSandboxRequest(
+            name=name, networks=list(attachments), dns=list(dns), start=True
+        )
+        return self.sandboxes.CreateSandbox(request).sandbox
+
+    def connect(
+        self,
+        sandbox: str,
+        network: str,
+        *,
+        aliases: Sequence[str] = (),
+        links: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        request = npb.ConnectNetworkRequest(
+            network=network,
+            sandbox=sandbox,
+            endpoint_config=endpoint_config(aliases=aliases, links=links),
+        )
+        self.networks.ConnectNetwork(request, timeout=timeout)
+
+    def disconnect(self, sandbox: str, network: str) -> None:
+        self.networks.DisconnectNetwork(
+            npb.DisconnectNetworkRequest(network=network, sandbox=sandbox)
+        )
+
+    def stop(self, sandbox: str) -> None:
+        self.sandboxes.StopSandbox(spb.StopSandboxRequest(sandbox=sandbox))
+
+    def start(self, sandbox: str) -> None:
+        self.sandboxes.StartSandbox(spb.StartSandboxRequest(sandbox=sandbox))
+
+    def remove(self, *sandboxes: str) -> None:
+        request = spb.RemoveSandboxRequest(sandboxes=list(sandboxes), force=True)
+        self.sandboxes.RemoveSandbox(request)
+
+    def remove_tagged(self, t: str) -> None:
+        """Removes every sandbox and then every network whose name ends in `-t`."""
+        listed = self.sandboxes.ListSandboxes(spb.ListSandboxesRequest(all=True)).sandboxes
+        mine = [s.name for s in listed if s.name.endswith(f"-{t}")]
+        if mine:
+            self.remove(*mine)
+        networks = self.networks.ListNetworks(npb.ListNetworksRequest()).networks
+        ours = [n.name for n in networks if n.name.endswith(f"-{t}")]
+        if ours:
+            self.networks.RemoveNetwork(npb.RemoveNetworkRequest(networks=ours))
+
+    def dig(self, sandbox: str, *args: str) -> Lookup:
+        """dig run in the sandbox against its own resolv.conf; one try of up to 3 s."""
+        argv = ["dig", "+time=3", "+tries=1", "+noall", "+comments", "+answer", *args]
+        return parse_dig(self.exec(sandbox, argv).stdout)
+
+    def lookup(self, sandbox: str, name: str, qtype: str = "A") -> Lookup:
+        return self.dig(sandbox, name, qtype)
+
+    def resolve(self, sandbox: str, name: str) -> list[str]:
+        """The IPv4 addresses `name` has for this sandbox, sorted; empty if none."""
+        return sorted(self.lookup(sandbox, name).answers)
+
+    def getent_hosts(self, sandbox: str, name: str) -> list[str]:
+        """The addresses the C library finds for `name` (hosts file, then DNS)."""
+        found = self.exec(sandbox, ["getent", "ahostsv4", name])
+        return sorted({line.split()[0] for line in found.stdout.splitlines() if line.strip()})
+
+    def file_in(self, sandbox: str, path: str) -> str:
+        """A file as the sandbox's commands see it (resolv.conf and hosts are its own)."""
+        return self.exec(sandbox, ["cat", path]).stdout
