@@ -37,7 +37,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from berth.api.network.v1 import resources_pb2 as rpb
 from berth.api.network.v1 import sandbox_service_pb2 as spb
-from tests.integration.network.netclient import NetClient
+from tests.integration.network.netclient import DnsNetClient, NetClient, attachment
 from tests.support import hostns
 from tests.support.hostns import NETNS_DIR, host_namespace
 from tests.support.processes import DaemonProcess, poll, start
@@ -83,6 +83,11 @@ class Agent:
     def client(self) -> NetClient:
         assert self.channel is not None
         return NetClient(self.channel)
+
+    @property
+    def dns_client(self) -> DnsNetClient:
+        assert self.channel is not None
+        return DnsNetClient(self.channel)
 
     def start(self) -> None:
         """Starts the agent (a log file per start) and waits until it serves or dies."""
@@ -186,6 +191,24 @@ def test_kill_during_connects_then_restart_agrees(agent: Agent) -> None:
     missed = tally.in_flight_at_kill.count(0)
     assert missed <= ROUNDS // 2, f"{missed} kills came after every call had ended"
     print(f"\n{ROUNDS} rounds in {time.monotonic() - started:.1f}s: {tally.summary()}")
+
+
+def test_names_answer_again_after_a_restart(agent: Agent) -> None:
+    """The embedded DNS server's sockets die with the agent; the restart opens them again
+    in every sandbox, and the names, aliases and links are still there."""
+    client = agent.dns_client
+    client.user_network("names", "10.64.1.0/24")
+    client.create_sandbox("asker", attachment("names", links={"later": "lt"}))
+    client.create_sandbox("answerer", attachment("names", aliases=["svc"]))
+    address = client.address("answerer", "names")
+    assert client.resolve("asker", "svc") == [address]
+    agent.kill()
+    agent.start()
+    client = agent.dns_client
+    assert client.resolve("asker", "answerer") == [address]
+    assert client.resolve("asker", "svc") == [address]
+    client.create_sandbox("later", attachment("names"))
+    assert client.resolve("asker", "lt") == [client.address("later", "names")]
 
 
 # -- one crash -------------------------------------------------------------------------------
