@@ -21,11 +21,14 @@ from berth.common import logging
 from berth.common.jsonfile import read_json, write_json
 from berth.common.server import Daemon, Lifecycle, registration, run_daemon
 from berth.common.system import system_servicer
+from berth.mcp.adapters.catalog_store import FileCatalogStore
+from berth.mcp.domain.catalogs import Catalogs, load_builtin
 from berth.mcp.domain.features import FeatureFlags
 from berth.mcp.settings import McpdSettings
+from berth.mcp.transport.catalogs import CatalogServicer
 from berth.mcp.transport.features import FeatureServicer
 
-TOOLKIT = "MCP catalogs, servers, tools and the aggregated endpoint"
+TOOLKIT = "MCP servers, tools and the aggregated endpoint"
 SECRETS = "the MCP secret store, policies and OAuth"
 
 
@@ -36,11 +39,12 @@ def build_mcp(settings: McpdSettings) -> Daemon:
         load=functools.partial(read_json, features_file, {}),
         save=functools.partial(write_json, features_file),
     )
+    catalogs = Catalogs(load_builtin(), FileCatalogStore(settings.state_dir / "catalogs"))
     system = system_servicer(system_service_pb2_grpc, "berth-mcpd", lifecycle)
     services = [
         registration(system_service_pb2_grpc, "SystemService", system),
         registration(feature_service_pb2_grpc, "FeatureService", FeatureServicer(flags)),
-        registration(catalog_service_pb2_grpc, "CatalogService", planned=TOOLKIT),
+        registration(catalog_service_pb2_grpc, "CatalogService", CatalogServicer(catalogs)),
         registration(server_service_pb2_grpc, "ServerService", planned=TOOLKIT),
         registration(tool_service_pb2_grpc, "ToolService", planned=TOOLKIT),
         registration(client_service_pb2_grpc, "ClientService", planned=TOOLKIT),

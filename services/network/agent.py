@@ -8,9 +8,8 @@ call leaves no kernel object, no allocation and no state entry behind.
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import Callable
-from ipaddress import IPv4Address, IPv6Address, ip_address, ip_interface, ip_network
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from berth.network.adapters.nftables import BridgeRules, Nftables, PortForward
 from berth.network.adapters.processes import HOST_NETNS
 from berth.network.adapters.state_store import StateStore
 from berth.network.dns.embedded import EmbeddedDns
+from berth.network.domain import endpoints
 from berth.network.domain.events import Event, EventLog
 from berth.network.domain.model import (
     ANY_IPV4,
@@ -55,15 +55,13 @@ from berth.network.domain.validation import (
     check_name,
     endpoint_sysctls,
     new_id,
+    parse_ip,
 )
 
 log = structlog.get_logger("berth.network")
 
 DEFAULT_BRIDGE = "bridge"
 PREDEFINED = ("bridge", "host", "none")
-HOST_VETH_PREFIX = "bv"  # every host-side veth berth makes: bv + 12 hex (14 characters)
-BASE_ROUTE_METRIC = 100_000
-METRICS_PER_PRIORITY = 64  # interfaces of one sandbox at one priority: each needs its own metric
 
 
 class NetworkAgent:
@@ -130,7 +128,7 @@ class NetworkAgent:
                 wanted_veths.add(endpoint.host_interface)
         present = await self.links.link_names()
         for name in present - wanted_veths:
-            if _is_berth_veth(name):
+            if endpoints.is_berth_veth(name):
                 await self.links.remove_endpoint(name)
         for sandbox in self.state.sandboxes.values():
             if sandbox.state is not SandboxState.RUNNING:
@@ -219,7 +217,7 @@ class NetworkAgent:
 
     async def _ensure_bridge(self, network: Network) -> None:
         assert network.bridge is not None
-        addresses = [] if network.bridge.inhibit_ipv4 else _gateway_interfaces(network)
+        addresses = [] if network.bridge.inhibit_ipv4 else endpoints.gateway_interfaces(network)
         await self.links.ensure_bridge(
             network.bridge.bridge_name, mtu=network.bridge.mtu, addresses=addresses
         )
@@ -323,8 +321,8 @@ class NetworkAgent:
         self, network: Network, sandbox: Sandbox, request: EndpointRequest
     ) -> Endpoint:
         field = "endpoint_config"
-        static4 = _parse_ip(request.ip_address, 4, f"{field}.ip_address")
-        static6 = _parse_ip(request.ipv6_address, 6, f"{field}.ipv6_address")
+        static4 = parse_ip(request.ip_address, 4, f"{field}.ip_address")
+        static6 = parse_ip(request.ipv6_address, 6, f"{field}.ipv6_address")
         if (static4 or static6) and network.name == DEFAULT_BRIDGE:
             raise InvalidArgument(
                 [
@@ -344,7 +342,7 @@ class NetworkAgent:
                     ]
                 )
         assert network.bridge is not None
-        ifname = _next_ifname(network.bridge.container_iface_prefix, sandbox)
+        ifname = endpoints.next_ifname(network.bridge.container_iface_prefix, sandbox)
         aliases = [
             check_alias(a, field=f"{field}.aliases[{i}]") for i, a in enumerate(request.aliases)
         ]
@@ -355,15 +353,15 @@ class NetworkAgent:
             for i, (t, a) in enumerate(request.links.items())
         }
         link_local = [
-            _parse_ip(a, None, f"{field}.link_local_ips[{i}]")
+            parse_ip(a, None, f"{field}.link_local_ips[{i}]")
             for i, a in enumerate(request.link_local_ips)
         ]
         return Endpoint(
             id=new_id(),
             network_id=network.id,
             interface=ifname,
-            host_interface=HOST_VETH_PREFIX + secrets.token_hex(6),
-            mac_address=_random_mac(),
+            host_interface=endpoints.host_veth_name(),
+            mac_address=endpoints.random_mac(),
             static_ipv4=static4,  # type: ignore[arg-type]
             static_ipv6=static6,  # type: ignore[arg-type]
             aliases=aliases,
@@ -383,7 +381,7 @@ class NetworkAgent:
         try:
             endpoint.ipv4 = self._address(network, 4, endpoint.static_ipv4, taken)  # type: ignore[assignment]
             endpoint.ipv6 = self._address(network, 6, endpoint.static_ipv6, taken)  # type: ignore[assignment]
-            gateway4, gateway6 = (None, None) if network.internal else _gateways(network)
+            gateway4, gateway6 = (None, None) if network.internal else endpoints.gateways(network)
             await self.links.create_endpoint(
                 bridge=network.bridge.bridge_name,
                 host_ifname=endpoint.host_interface,
@@ -391,10 +389,10 @@ class NetworkAgent:
                 ifname=endpoint.interface,
                 mac=endpoint.mac_address,
                 mtu=network.bridge.mtu,
-                addresses=[*taken, *(_link_local(a) for a in endpoint.link_local_ips)],
+                addresses=[*taken, *(endpoints.link_local(a) for a in endpoint.link_local_ips)],
                 gateway4=gateway4,
                 gateway6=gateway6,
-                metric=_route_metric(endpoint),
+                metric=endpoints.route_metric(endpoint),
                 sysctls=endpoint.sysctls,
             )
             if not network.bridge.enable_icc:
@@ -482,7 +480,7 @@ class NetworkAgent:
         hostname = check_hostname(request.hostname) if request.hostname else name[:63]
         labels = check_labels(request.labels)
         check_bindings(request.port_bindings)
-        dns = [str(_parse_ip(s, None, f"dns[{i}]")) for i, s in enumerate(request.dns)]
+        dns = [str(parse_ip(s, None, f"dns[{i}]")) for i, s in enumerate(request.dns)]
         dns_search = [
             check_dns_search(d, field=f"dns_search[{i}]") for i, d in enumerate(request.dns_search)
         ]
@@ -726,58 +724,3 @@ class NetworkAgent:
 def _check_netns_path(path: str) -> None:
     if not Path(path).exists():
         raise InvalidArgument([FieldViolation("netns_path", f"{path} does not exist")])
-
-
-def _is_berth_veth(name: str) -> bool:
-    rest = name.removeprefix(HOST_VETH_PREFIX)
-    return (
-        name.startswith(HOST_VETH_PREFIX)
-        and len(rest) == 12
-        and all(c in "0123456789abcdef" for c in rest)
-    )
-
-
-def _gateway_interfaces(network: Network) -> list[IPInterface]:
-    return [ip_interface(f"{s.gateway}/{s.subnet.prefixlen}") for s in network.subnets]
-
-
-def _gateways(network: Network) -> tuple[IPv4Address | None, IPv6Address | None]:
-    v4 = next((s.gateway for s in network.subnets if s.subnet.version == 4), None)
-    v6 = next((s.gateway for s in network.subnets if s.subnet.version == 6), None)
-    if network.bridge is not None and network.bridge.inhibit_ipv4:
-        v4 = None
-    return v4, v6  # type: ignore[return-value]
-
-
-def _route_metric(endpoint: Endpoint) -> int:
-    """Lower wins: a higher gw-priority gets a lower metric; the interface index keeps two
-    endpoints of one sandbox apart (the kernel refuses two equal default routes)."""
-    index = int("".join(c for c in endpoint.interface if c.isdigit()) or 0)
-    metric = BASE_ROUTE_METRIC - endpoint.gw_priority * METRICS_PER_PRIORITY + index
-    return max(1, min(metric, 2**31 - 1))
-
-
-def _next_ifname(prefix: str, sandbox: Sandbox) -> str:
-    used = {e.interface for e in sandbox.endpoints.values()}
-    return next(f"{prefix}{i}" for i in range(len(used) + 1) if f"{prefix}{i}" not in used)
-
-
-def _random_mac() -> str:
-    octets = [0x02, 0x42, *secrets.token_bytes(4)]  # locally administered, unicast
-    return ":".join(f"{o:02x}" for o in octets)
-
-
-def _parse_ip(text: str, version: int | None, field: str) -> IPAddress | None:
-    if not text:
-        return None
-    try:
-        address = ip_address(text)
-    except ValueError:
-        raise InvalidArgument([FieldViolation(field, f"invalid IP address {text!r}")]) from None
-    if version is not None and address.version != version:
-        raise InvalidArgument([FieldViolation(field, f"{text} is not an IPv{version} address")])
-    return address
-
-
-def _link_local(address: IPAddress) -> IPInterface:
-    return ip_interface(f"{address}/{16 if address.version == 4 else 64}")

@@ -27,6 +27,20 @@ IMPLEMENTED = {
     "/berth.mcp.v1.FeatureService/ListFeatures",
     "/berth.mcp.v1.FeatureService/EnableFeature",
     "/berth.mcp.v1.FeatureService/DisableFeature",
+    *(
+        f"/berth.mcp.v1.CatalogService/{method}"
+        for method in (
+            "ListCatalogs",
+            "ShowCatalog",
+            "CreateCatalog",
+            "ImportCatalog",
+            "ExportCatalog",
+            "AddCatalogServer",
+            "RemoveCatalogServer",
+            "RemoveCatalog",
+            "ResetCatalog",
+        )
+    ),
 }
 CAPABILITIES = {
     "network": set(),

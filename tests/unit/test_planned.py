@@ -147,11 +147,25 @@ def test_failure_after_a_partial_write_keeps_the_old_content(
     write_json(path, {"version": 1})
     before = path.read_bytes()
 
-    def half_dump(data: Any, out: Any, **kwargs: Any) -> None:
-        out.write('{"version": ')
-        raise OSError("disk full")
+    real_fdopen = jsonfile.os.fdopen
 
-    monkeypatch.setattr(jsonfile.json, "dump", half_dump)
+    class HalfWritten:
+        """The temporary file, failing after the first few bytes."""
+
+        def __init__(self, fd: int, *args: Any, **kwargs: Any) -> None:
+            self.file = real_fdopen(fd, *args, **kwargs)
+
+        def __enter__(self) -> HalfWritten:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.file.close()
+
+        def write(self, text: str) -> None:
+            self.file.write(text[:12])
+            raise OSError("disk full")
+
+    monkeypatch.setattr(jsonfile.os, "fdopen", HalfWritten)
     with pytest.raises(OSError, match="disk full"):
         write_json(path, {"version": 2})
 

@@ -31,7 +31,7 @@ from ipaddress import IPv4Address, ip_address
 from typing import Any
 
 from berth.common.errors import FieldViolation, InvalidArgument
-from berth.network.domain.model import BridgeOptions
+from berth.network.domain.model import BridgeOptions, IPAddress
 
 NAME_MAX = 64
 IFNAME_MAX = 15  # IFNAMSIZ - 1
@@ -412,3 +412,15 @@ def new_id() -> str:
 def short_id(full_id: str) -> str:
     """The 12-character form shown by `ls` and used in default names."""
     return full_id[:SHORT_ID_CHARS]
+
+
+def parse_ip(text: str, version: int | None, field: str) -> IPAddress | None:
+    if not text:
+        return None
+    try:
+        address = ip_address(text)
+    except ValueError:
+        raise InvalidArgument([FieldViolation(field, f"invalid IP address {text!r}")]) from None
+    if version is not None and address.version != version:
+        raise InvalidArgument([FieldViolation(field, f"{text} is not an IPv{version} address")])
+    return address

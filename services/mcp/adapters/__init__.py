@@ -1,0 +1,1 @@
+"""Adapters of berth-mcpd: where its state lives."""

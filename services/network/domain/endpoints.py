@@ -1,0 +1,59 @@
+"""Rules of an endpoint's plumbing: interface names, MACs, gateways and route metrics."""
+
+from __future__ import annotations
+
+import secrets
+from ipaddress import IPv4Address, IPv6Address, ip_interface
+
+from berth.network.domain.model import Endpoint, IPAddress, IPInterface, Network, Sandbox
+
+HOST_VETH_PREFIX = "bv"  # every host-side veth berth makes: bv + 12 hex (14 characters)
+BASE_ROUTE_METRIC = 100_000
+METRICS_PER_PRIORITY = 64  # interfaces of one sandbox at one priority: each needs its own metric
+
+
+def host_veth_name() -> str:
+    return HOST_VETH_PREFIX + secrets.token_hex(6)
+
+
+def is_berth_veth(name: str) -> bool:
+    rest = name.removeprefix(HOST_VETH_PREFIX)
+    return (
+        name.startswith(HOST_VETH_PREFIX)
+        and len(rest) == 12
+        and all(c in "0123456789abcdef" for c in rest)
+    )
+
+
+def gateway_interfaces(network: Network) -> list[IPInterface]:
+    return [ip_interface(f"{s.gateway}/{s.subnet.prefixlen}") for s in network.subnets]
+
+
+def gateways(network: Network) -> tuple[IPv4Address | None, IPv6Address | None]:
+    v4 = next((s.gateway for s in network.subnets if s.subnet.version == 4), None)
+    v6 = next((s.gateway for s in network.subnets if s.subnet.version == 6), None)
+    if network.bridge is not None and network.bridge.inhibit_ipv4:
+        v4 = None
+    return v4, v6  # type: ignore[return-value]
+
+
+def route_metric(endpoint: Endpoint) -> int:
+    """Lower wins: a higher gw-priority gets a lower metric; the interface index keeps two
+    endpoints of one sandbox apart (the kernel refuses two equal default routes)."""
+    index = int("".join(c for c in endpoint.interface if c.isdigit()) or 0)
+    metric = BASE_ROUTE_METRIC - endpoint.gw_priority * METRICS_PER_PRIORITY + index
+    return max(1, min(metric, 2**31 - 1))
+
+
+def next_ifname(prefix: str, sandbox: Sandbox) -> str:
+    used = {e.interface for e in sandbox.endpoints.values()}
+    return next(f"{prefix}{i}" for i in range(len(used) + 1) if f"{prefix}{i}" not in used)
+
+
+def random_mac() -> str:
+    octets = [0x02, 0x42, *secrets.token_bytes(4)]  # locally administered, unicast
+    return ":".join(f"{o:02x}" for o in octets)
+
+
+def link_local(address: IPAddress) -> IPInterface:
+    return ip_interface(f"{address}/{16 if address.version == 4 else 64}")
