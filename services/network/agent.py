@@ -44,6 +44,7 @@ from berth.network.domain.model import (
 )
 from berth.network.domain.ports import Claim, check_bindings, choose
 from berth.network.domain.requests import EndpointRequest, NetworkRequest, SandboxRequest
+from berth.network.domain.resolvconf import server_address
 from berth.network.domain.state import NetworkState
 from berth.network.domain.validation import (
     bridge_options,
@@ -167,7 +168,7 @@ class NetworkAgent:
         options = bridge_options(request.options, network_id=network_id)
         labels = check_labels(request.labels)
         self._check_bridge_name_free(options.bridge_name)
-        resolvers = [ip_network(s.split("%")[0]) for s in self.dns.host.read().nameservers]
+        resolvers = [ip_network(server_address(s)) for s in self.dns.host.read().nameservers]
         avoid = [*await self.links.host_networks(), *resolvers]
         subnets = self.state.ipam.plan(
             list(request.subnets), ipv4=request.ipv4, ipv6=request.ipv6, avoid=avoid

@@ -40,9 +40,24 @@ def gateways(network: Network) -> tuple[IPv4Address | None, IPv6Address | None]:
 def route_metric(endpoint: Endpoint) -> int:
     """Lower wins: a higher gw-priority gets a lower metric; the interface index keeps two
     endpoints of one sandbox apart (the kernel refuses two equal default routes)."""
-    index = int("".join(c for c in endpoint.interface if c.isdigit()) or 0)
-    metric = BASE_ROUTE_METRIC - endpoint.gw_priority * METRICS_PER_PRIORITY + index
+    metric = (
+        BASE_ROUTE_METRIC
+        - endpoint.gw_priority * METRICS_PER_PRIORITY
+        + interface_index(endpoint.interface)
+    )
     return max(1, min(metric, 2**31 - 1))
+
+
+def interface_index(interface: str) -> int:
+    """The number in an interface's name (eth1 -> 1): the order the sandbox joined in."""
+    return int("".join(c for c in interface if c.isdigit()) or 0)
+
+
+def in_join_order(sandbox: Sandbox) -> list[Endpoint]:
+    """The sandbox's endpoints, eth0 first."""
+    return sorted(
+        sandbox.endpoints.values(), key=lambda e: (interface_index(e.interface), e.interface)
+    )
 
 
 def next_ifname(prefix: str, sandbox: Sandbox) -> str:

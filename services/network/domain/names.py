@@ -18,9 +18,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 
+from berth.network.domain.endpoints import in_join_order
 from berth.network.domain.model import (
     Driver,
-    Endpoint,
     IPAddress,
     Network,
     Sandbox,
@@ -95,7 +95,7 @@ class NameTable:
         table = {nid: NetworkNames(name=n.name) for nid, n in with_dns.items()}
         askers: dict[str, Asker] = {}
         for sandbox in sandboxes:
-            joined = [e for e in _in_order(sandbox) if e.network_id in with_dns]
+            joined = [e for e in in_join_order(sandbox) if e.network_id in with_dns]
             if not joined:
                 continue
             askers[sandbox.id] = Asker(
@@ -178,16 +178,6 @@ def _add(names: NetworkNames, sandbox: Sandbox, network: Network, member: Member
             names.reverse[address] = f"{sandbox.name}.{network.name}"
 
 
-def _in_order(sandbox: Sandbox) -> list[Endpoint]:
-    """Endpoints in the order joined: eth0 first (interface names carry the order)."""
-    return sorted(sandbox.endpoints.values(), key=lambda e: _index(e.interface))
-
-
-def _index(interface: str) -> tuple[int, str]:
-    digits = "".join(c for c in interface if c.isdigit())
-    return (int(digits) if digits else 0, interface)
-
-
 def _unique(names: list[str]) -> list[str]:
     """Without repeats, case-insensitively, first spelling kept."""
     by_key: dict[str, str] = {}
@@ -203,7 +193,7 @@ def legacy_link_hosts(
     default `bridge`): the target's address there, under the alias and the target's name.
     `running` holds the running sandboxes by name."""
     entries: list[tuple[IPAddress, list[str]]] = []
-    for endpoint in _in_order(sandbox):
+    for endpoint in in_join_order(sandbox):
         if has_embedded_dns(networks[endpoint.network_id]):
             continue
         for target_name, alias in endpoint.links.items():
@@ -217,7 +207,7 @@ def legacy_link_hosts(
 def own_addresses(sandbox: Sandbox) -> list[IPAddress]:
     return [
         address.ip
-        for endpoint in _in_order(sandbox)
+        for endpoint in in_join_order(sandbox)
         for address in (endpoint.ipv4, endpoint.ipv6)
         if address is not None
     ]

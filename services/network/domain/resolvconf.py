@@ -48,7 +48,7 @@ class ResolvConf:
 
     def reachable_from_sandbox(self) -> tuple[str, ...]:
         """The nameservers less loopback ones, which are the host's own, not a sandbox's."""
-        return tuple(s for s in self.nameservers if not ip_address(s.split("%")[0]).is_loopback)
+        return tuple(s for s in self.nameservers if not server_address(s).is_loopback)
 
 
 def sandbox_resolv_conf(
@@ -93,9 +93,14 @@ def sandbox_hosts(
     return "\n".join(lines) + "\n"
 
 
+def server_address(server: str) -> IPAddress:
+    """A nameserver's address, without the zone of a link-local IPv6 one (fe80::1%eth0)."""
+    return ip_address(server.split("%")[0])
+
+
 def _is_address(text: str) -> bool:
     try:
-        ip_address(text.split("%")[0])
+        server_address(text)
     except ValueError:
         return False
     return True
