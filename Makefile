@@ -38,6 +38,7 @@ bench: setup
 	$(PY) -m bench.gateway_overhead
 	$(PY) -m bench.network_connect
 	$(PY) -m bench.dns
+	$(PY) -m bench.overlay
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -28,6 +28,7 @@ app.add_typer(mcp.app, name="mcp")
 app.command("up")(up.up)
 app.command("version")(system.version)
 app.command("status")(system.status)
+app.command("info")(system.info)
 app.add_typer(system.token_app, name="token")
 
 

@@ -10,6 +10,8 @@ import typer
 
 from berth.api.gateway.v1 import gateway_service_pb2 as pb
 from berth.api.gateway.v1 import gateway_service_pb2_grpc as pb_grpc
+from berth.api.network.v1 import system_service_pb2 as net_pb
+from berth.api.network.v1 import system_service_pb2_grpc as net_grpc
 from berth.cli.context import connection
 from berth.cli.errors import CliError
 from berth.cli.output import message_dict, print_json, print_table
@@ -54,6 +56,40 @@ def version(json_output: JsonFlag = False) -> None:
             _print_fields(message_dict(info) | {"start_time": info.start_time.ToJsonString()})
         else:
             print(" (unreachable)")
+
+
+def info(json_output: JsonFlag = False) -> None:
+    """Show the network agent's host and its cluster, like `docker info`'s network part."""
+    reply = connection().stub(net_grpc.SystemServiceStub).GetInfo(net_pb.GetInfoRequest())
+    if json_output:
+        print_json(reply)
+        return
+    cluster = reply.cluster
+    _print_fields(
+        {
+            "host_name": reply.host_name,
+            "underlay_address": reply.underlay_address or "-",
+            "networks": reply.networks,
+            "sandboxes": f"{reply.sandboxes} ({reply.sandboxes_running} running)",
+            "cluster": ("connected" if cluster.connected else "disconnected")
+            if cluster.enabled
+            else "none (no --redis-url)",
+        }
+    )
+    if cluster.hosts:
+        print()
+        print_table(
+            ["host", "underlay", "agent", "last heartbeat"],
+            [
+                (
+                    h.name + (" *" if h.local else ""),
+                    h.underlay_address,
+                    h.agent_address or "-",
+                    h.heartbeat_time.ToJsonString(),
+                )
+                for h in cluster.hosts
+            ],
+        )
 
 
 def _print_fields(fields: dict[str, object]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 
 @dataclass(frozen=True)
@@ -39,3 +40,9 @@ def parse_address(text: str) -> Address:
 def unix_address(path: Path) -> Address:
     path = path.absolute()
     return Address(target=f"unix://{path}", socket_path=path)
+
+
+def describe_url(url: str) -> str:
+    """The URL without credentials or query (where a password may be), for messages."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"

@@ -6,14 +6,41 @@ over the environment, which wins over defaults. Domain code never reads the envi
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, CliApp, PydanticBaseSettingsSource, SettingsConfigDict
 
 from berth.common.addresses import Address, parse_address
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+class SharedEnvironment(PydanticBaseSettingsSource):
+    """Variables every berth daemon shares (BERTH_REDIS_URL), below BERTH_<DAEMON>_* ones,
+    for the daemons that have the setting."""
+
+    VARIABLES: ClassVar[dict[str, str]] = {"redis_url": "BERTH_REDIS_URL"}
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return os.environ.get(self.VARIABLES.get(field_name, "")), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        fields = self.settings_cls.model_fields
+        found = {
+            name: os.environ.get(var) for name, var in self.VARIABLES.items() if name in fields
+        }
+        return {name: value for name, value in found.items() if value is not None}
+
+
+def check_redis_url(cls: type, value: str | None) -> str | None:
+    if value and not value.startswith(REDIS_SCHEMES):
+        raise ValueError("--redis-url wants redis://HOST:PORT/DB, rediss://... or unix://...")
+    return value or None
 
 
 class DaemonSettings(BaseSettings):
@@ -40,6 +67,18 @@ class DaemonSettings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="json off a terminal, console on one, unless told"
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        shared = SharedEnvironment(settings_cls)
+        return init_settings, env_settings, shared, dotenv_settings, file_secret_settings
 
     @field_validator("socket_mode", mode="before")
     @classmethod

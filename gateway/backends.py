@@ -1,25 +1,33 @@
 """The daemons behind the gateway and the channels that reach them.
 
-HostRegistry answers which network agent serves a host named in `x-berth-host`
-(static configuration now; the overlay capability fills it from Redis).
+HostRegistry answers which network agent serves a host named in `x-berth-host`: this
+host's own, the static `--hosts` entries, and, with a host directory (the cluster's Redis,
+see host_directory.py), every live host the network agents register there.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import grpc.aio
+import structlog
 
 from berth.common.addresses import parse_address
 from berth.common.errors import NotFound
+
+log = structlog.get_logger("berth.gateway.hosts")
 
 LOCAL_ALIASES = frozenset({"", "local", "localhost"})
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
 ]
+REFRESH_INTERVAL_S = 1.0
+MAX_BACKOFF_S = 5.0
 
 
 @dataclass
@@ -53,26 +61,144 @@ class Backend:
         await self.channel.close()
 
 
-class HostRegistry:
-    """Network agents by host name; the local one answers for '', 'local' and its name."""
+class HostDirectoryUnavailable(Exception):
+    """The host directory cannot be read now (its message says why, without secrets)."""
 
-    def __init__(self, local_name: str, local: Backend, remote: dict[str, Backend]) -> None:
+
+class HostDirectory(Protocol):
+    """Where live hosts are listed: their names and their agents' gRPC addresses."""
+
+    async def read(self) -> dict[str, str]:
+        """Live hosts' agent addresses (ones parse_address takes) by host name.
+
+        Raises HostDirectoryUnavailable when the directory cannot be read.
+        """
+        ...
+
+    async def close(self) -> None: ...
+
+
+class HostRegistry:
+    """Network agents by host name; the local one answers for '', 'local' and its name.
+
+    Static entries win over the directory's on a name clash, and the directory never
+    replaces the local agent. Hosts the directory no longer lists lose their channel.
+    """
+
+    def __init__(
+        self,
+        local_name: str,
+        local: Backend,
+        static: dict[str, Backend],
+        directory: HostDirectory | None = None,
+        refresh_interval: float = REFRESH_INTERVAL_S,
+    ) -> None:
         self.local_name = local_name
         self.local = local
-        self.remote = remote
+        self.static = static
+        self.directory = directory
+        self.refresh_interval = refresh_interval
+        self.live: dict[str, Backend] = {}
+        self.outage: str | None = None  # why the directory is unreachable, while it is
+        self._reading: asyncio.Future[bool] | None = None
 
-    def agent(self, host: str) -> Backend:
-        if host in LOCAL_ALIASES or host == self.local_name:
-            return self.local
-        backend = self.remote.get(host)
-        if backend is None:
-            known = ", ".join(sorted([self.local_name, *self.remote]))
-            raise NotFound(
-                f"no host named {host!r} (known hosts: {known})",
-                reason="HOST_NOT_FOUND",
-                metadata={"host": host},
-            )
-        return backend
+    @property
+    def remote(self) -> dict[str, Backend]:
+        """Other hosts' agents, sorted by name."""
+        merged = {**self.live, **self.static}
+        return {name: merged[name] for name in sorted(merged)}
 
     def all(self) -> list[Backend]:
         return [self.local, *self.remote.values()]
+
+    def find(self, host: str) -> Backend | None:
+        if self._is_local(host):
+            return self.local
+        return self.static.get(host) or self.live.get(host)
+
+    async def agent(self, host: str) -> Backend:
+        """The agent of `host`; an unknown name makes the directory be read once first."""
+        found = self.find(host)
+        if found is None and self.directory is not None and self.outage is None:
+            await self.refresh()
+            found = self.find(host)
+        if found is None:
+            raise self._not_found(host)
+        return found
+
+    async def load(self) -> None:
+        """The first read, before the gateway serves; watch() retries an unreachable one."""
+        await self.refresh()
+
+    async def refresh(self) -> bool:
+        """Read the directory once, joining a read in flight; False when it is unreachable."""
+        if self.directory is None:
+            return True
+        if self._reading is None or self._reading.done():
+            self._reading = asyncio.ensure_future(self._read(self.directory))
+        return await asyncio.shield(self._reading)
+
+    async def watch(self) -> None:
+        """Refresh every interval until cancelled, backing off while the directory is down."""
+        delay = self.refresh_interval
+        while True:
+            await asyncio.sleep(delay)
+            delay = next_delay(delay, await self.refresh(), self.refresh_interval)
+
+    async def close(self) -> None:
+        """Close every remote agent's channel and the directory (not the local agent)."""
+        if self._reading is not None and not self._reading.done():
+            self._reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reading
+        for backend in self.remote.values():
+            await backend.close()
+        self.live = {}
+        if self.directory is not None:
+            await self.directory.close()
+
+    def _is_local(self, host: str) -> bool:
+        return host in LOCAL_ALIASES or host == self.local_name
+
+    def _not_found(self, host: str) -> NotFound:
+        known = ", ".join([self.local_name, *self.remote])
+        stale = f"; the host directory is unreachable ({self.outage})" if self.outage else ""
+        return NotFound(
+            f"no host named {host!r} (known hosts: {known}){stale}",
+            reason="HOST_NOT_FOUND",
+            metadata={"host": host},
+        )
+
+    async def _read(self, directory: HostDirectory) -> bool:
+        try:
+            found = await directory.read()
+        except HostDirectoryUnavailable as error:
+            if self.outage is None:
+                log.warning(
+                    "host directory unreachable; keeping the last known hosts", error=str(error)
+                )
+            self.outage = str(error)
+            return False
+        if self.outage is not None:
+            log.info("host directory reachable again", hosts=len(found))
+            self.outage = None
+        await self._apply(found)
+        return True
+
+    async def _apply(self, found: dict[str, str]) -> None:
+        """Make the live hosts what the directory lists: keep, add, replace, close."""
+        wanted = {n: a for n, a in found.items() if not self._is_local(n) and n not in self.static}
+        kept = {n: b for n, b in self.live.items() if wanted.get(n) == b.address}
+        gone = [b for n, b in self.live.items() if n not in kept]
+        added = {n: Backend("network", n, a) for n, a in wanted.items() if n not in kept}
+        self.live = {**kept, **added}
+        for backend in gone:
+            log.info("host left", host=backend.host, address=backend.address)
+            await backend.close()
+        for backend in added.values():
+            log.info("host joined", host=backend.host, address=backend.address)
+
+
+def next_delay(delay: float, reachable: bool, interval: float) -> float:
+    """The pause before the next read: the interval, doubled after each failed read (capped)."""
+    return interval if reachable else min(delay * 2, max(interval, MAX_BACKOFF_S))

@@ -61,7 +61,7 @@ class Forwarder:
             return grpc.unary_stream_rpc_method_handler(self._streaming(route))
         return grpc.unary_unary_rpc_method_handler(self._unary(route))
 
-    def _prepare(self, route: Route, context: grpc.aio.ServicerContext) -> tuple[Any, list]:
+    async def _prepare(self, route: Route, context: grpc.aio.ServicerContext) -> tuple[Any, list]:
         """Check the caller, pick the backend, and build the upstream metadata."""
         host = ""
         authorization = None
@@ -76,7 +76,9 @@ class Forwarder:
         if not context.peer().startswith("unix:"):
             self.tokens.book().authorize(authorization, route.domain, route.access, route.path)
         backend = (
-            self.hosts.agent(host) if route.domain == "network" else self.domains[route.domain]
+            await self.hosts.agent(host)
+            if route.domain == "network"
+            else self.domains[route.domain]
         )
         call = backend.callable(route.path, route.request_streaming, route.response_streaming)
         return (backend, call), metadata
@@ -84,7 +86,7 @@ class Forwarder:
     def _unary(self, route: Route) -> Callable[..., Any]:
         async def forward(request: Any, context: grpc.aio.ServicerContext) -> bytes:
             try:
-                (backend, multicallable), metadata = self._prepare(route, context)
+                (backend, multicallable), metadata = await self._prepare(route, context)
             except BerthError as error:
                 await context.abort_with_status(to_status(error, route.domain))
             call = multicallable(request, metadata=metadata, timeout=context.time_remaining())
@@ -103,7 +105,7 @@ class Forwarder:
     def _streaming(self, route: Route) -> Callable[..., Any]:
         async def forward(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
             try:
-                (backend, multicallable), metadata = self._prepare(route, context)
+                (backend, multicallable), metadata = await self._prepare(route, context)
             except BerthError as error:
                 await context.abort_with_status(to_status(error, route.domain))
             call = multicallable(request, metadata=metadata, timeout=context.time_remaining())

@@ -14,6 +14,7 @@ from berth.gateway.auth import TokenFile
 from berth.gateway.backends import Backend, HostRegistry
 from berth.gateway.forwarder import Forwarder
 from berth.gateway.health_mirror import mirror_health
+from berth.gateway.host_directory import RedisHostDirectory
 from berth.gateway.routes import build_routes
 from berth.gateway.settings import GatewaySettings
 from berth.gateway.status_service import GatewayServicer
@@ -26,10 +27,7 @@ def build_gateway(settings: GatewaySettings) -> Daemon:
     """Assemble the gateway; call inside the event loop (it opens channels)."""
     routes = build_routes()
     local_agent = Backend("network", settings.host_name, settings.network_address)
-    remote = {
-        name: Backend("network", name, address) for name, address in settings.remote_hosts().items()
-    }
-    hosts = HostRegistry(settings.host_name, local_agent, remote)
+    hosts = build_hosts(settings, local_agent)
     domains = {
         "network": local_agent,
         "models": Backend("models", settings.host_name, settings.models_address),
@@ -42,8 +40,7 @@ def build_gateway(settings: GatewaySettings) -> Daemon:
         ServiceRegistration(name, _registrar(name, handlers), serving_at_start=False)
         for name, handlers in forwarder.handlers().items()
     ]
-    backends = [*domains.values(), *remote.values()]
-    status = GatewayServicer(backends, hosts, lifecycle.start_time)
+    status = GatewayServicer(list(domains.values()), hosts, lifecycle.start_time)
     services.append(
         ServiceRegistration(
             GATEWAY_SERVICE,
@@ -62,8 +59,21 @@ def build_gateway(settings: GatewaySettings) -> Daemon:
     for domain, backend in domains.items():
         names = sorted({r.service for r in routes.values() if r.domain == domain})
         daemon.background.append(functools.partial(mirror_health, backend, names, daemon.health))
-    daemon.on_stop.extend(backend.close for backend in backends)
+    if hosts.directory is not None:
+        daemon.on_start.append(hosts.load)
+        daemon.background.append(hosts.watch)
+    daemon.on_stop.extend(backend.close for backend in domains.values())
+    daemon.on_stop.append(hosts.close)
     return daemon
+
+
+def build_hosts(settings: GatewaySettings, local_agent: Backend) -> HostRegistry:
+    """This host's agent, the static --hosts entries and, with --redis-url, the cluster's."""
+    static = {
+        name: Backend("network", name, address) for name, address in settings.remote_hosts().items()
+    }
+    directory = RedisHostDirectory(settings.redis_url) if settings.redis_url else None
+    return HostRegistry(settings.host_name, local_agent, static, directory)
 
 
 def _registrar(

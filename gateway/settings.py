@@ -5,10 +5,10 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from berth.common.settings import DaemonSettings
+from berth.common.settings import DaemonSettings, check_redis_url
 
 
 class GatewaySettings(DaemonSettings):
@@ -41,8 +41,16 @@ class GatewaySettings(DaemonSettings):
     )
     hosts: list[str] = Field(
         default_factory=list,
-        description="other hosts' network agents as NAME=ADDRESS (repeatable)",
+        description="other hosts' network agents as NAME=ADDRESS (repeatable; these win over "
+        "the cluster's hosts of the same name)",
     )
+    redis_url: str | None = Field(
+        None,
+        description="the cluster's Redis (redis://HOST:PORT/DB, rediss://, unix://): its live "
+        "hosts become routable by name; also BERTH_REDIS_URL",
+    )
+
+    _redis_scheme = field_validator("redis_url")(check_redis_url)
 
     @property
     def tokens_path(self) -> Path:

@@ -22,15 +22,16 @@ SERVING = {
 
 
 class GatewayServicer(pb_grpc.GatewayServiceServicer):
-    def __init__(self, backends: list[Backend], hosts: HostRegistry, start_time: object) -> None:
-        self.backends = backends
+    def __init__(self, domains: list[Backend], hosts: HostRegistry, start_time: object) -> None:
+        self.domains = domains
         self.hosts = hosts
         self.start_time = start_time
 
     async def GetStatus(
         self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetStatusResponse:
-        statuses = await asyncio.gather(*(probe(b) for b in self.backends))
+        backends = [*self.domains, *self.hosts.remote.values()]
+        statuses = await asyncio.gather(*(probe(b) for b in backends))
         return pb.GetStatusResponse(
             version=version_info("berth-gateway", self.start_time),  # type: ignore[arg-type]
             backends=statuses,
@@ -40,7 +41,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         self, request: pb.ListHostsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListHostsResponse:
         hosts = [pb.Host(name=self.hosts.local_name, address=self.hosts.local.address, local=True)]
-        hosts += [pb.Host(name=n, address=b.address) for n, b in sorted(self.hosts.remote.items())]
+        hosts += [pb.Host(name=n, address=b.address) for n, b in self.hosts.remote.items()]
         return pb.ListHostsResponse(hosts=hosts)
 
 

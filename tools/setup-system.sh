@@ -11,6 +11,8 @@ PACKAGES=(
   dnsmasq-base  # a real upstream resolver for the embedded DNS tests, and the DNS bench baseline
   bind9-dnsutils  # dig: DNS lookups from inside sandboxes in the tests
   dnsperf       # the DNS bench's load generator
+  redis-server  # the cluster store of overlay networks, for the overlay tests
+  iperf3        # throughput in the overlay bench
   nodejs     # npm, for the command-line tools in package.json (buf lints the contracts)
 )
 

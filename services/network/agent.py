@@ -36,12 +36,14 @@ from berth.network.domain.model import (
     Endpoint,
     IPAddress,
     IPInterface,
+    IPNetwork,
     Network,
     PublishedPort,
     Sandbox,
     SandboxState,
     now,
 )
+from berth.network.domain.overlay import ClusterEndpoint
 from berth.network.domain.ports import Claim, check_bindings, choose
 from berth.network.domain.requests import EndpointRequest, NetworkRequest, SandboxRequest
 from berth.network.domain.resolvconf import server_address
@@ -58,6 +60,8 @@ from berth.network.domain.validation import (
     new_id,
     parse_ip,
 )
+from berth.network.overlay.driver import OverlayDriver, no_cluster
+from berth.network.overlay.link import Change
 
 log = structlog.get_logger("berth.network")
 
@@ -76,6 +80,7 @@ class NetworkAgent:
         dns: EmbeddedDns,
         name_prefix: str = "",
         default_bridge_name: str = "berth0",
+        overlay: OverlayDriver | None = None,
     ) -> None:
         self.store = StateStore(state_dir / "state")
         self.links = links
@@ -86,6 +91,7 @@ class NetworkAgent:
         self.dns = dns
         self.lock = asyncio.Lock()
         self.state = NetworkState()
+        self.overlay = overlay
 
     # -- life ------------------------------------------------------------------------
 
@@ -119,7 +125,9 @@ class NetworkAgent:
     async def _reconcile(self) -> None:
         """Recreate what the state has and the kernel lost; remove berth's orphan veths."""
         for network in self.state.networks.values():
-            if network.bridge is not None:
+            if network.overlay:
+                await self._reconcile_datapath(network)
+            elif network.bridge is not None:
                 await self._ensure_bridge(network)
         wanted_veths = set()
         for sandbox in self.state.sandboxes.values():
@@ -135,14 +143,40 @@ class NetworkAgent:
             if sandbox.state is not SandboxState.RUNNING:
                 continue
             for endpoint in list(sandbox.endpoints.values()):
-                if endpoint.host_interface not in present:
+                if endpoint.host_interface in present:
+                    continue
+                if self.state.networks[endpoint.network_id].overlay:
+                    await self._replumb_overlay(sandbox, endpoint)
+                else:
                     await self._plumb(sandbox, endpoint)
+
+    async def _reconcile_datapath(self, network: Network) -> None:
+        if self.overlay is None:
+            return
+        if self.state.running_endpoints_on(network.id):
+            await self.overlay.ensure_datapath(network)
+        else:  # left behind by a crash between the last endpoint and its datapath
+            await self.overlay.detach(network)
+
+    async def _replumb_overlay(self, sandbox: Sandbox, endpoint: Endpoint) -> None:
+        """An overlay endpoint the kernel lost, with the addresses it holds in the cluster
+        (the cluster may be out of reach now; the resync re-asserts them)."""
+        network = self.state.networks[endpoint.network_id]
+        held = [a for a in (endpoint.ipv4, endpoint.ipv6) if a is not None]
+        if self.overlay is None or not held:
+            log.warning("overlay endpoint left down", sandbox=sandbox.name, network=network.name)
+            return
+        await self.overlay.ensure_datapath(network)
+        await self._veth(sandbox, endpoint, network, held)
 
     # -- networks --------------------------------------------------------------------
 
     async def create_network(self, request: NetworkRequest) -> Network:
         async with self.lock:
-            network = await self._create_bridge_network(request, predefined=False)
+            if request.driver == "overlay":
+                network = await self._create_overlay_network(request)
+            else:
+                network = await self._create_bridge_network(request, predefined=False)
             self._save(network)
         self._emit("network", "create", network.id, name=network.name, type=network.driver)
         return network
@@ -168,23 +202,17 @@ class NetworkAgent:
         options = bridge_options(request.options, network_id=network_id)
         labels = check_labels(request.labels)
         self._check_bridge_name_free(options.bridge_name)
-        resolvers = [ip_network(server_address(s)) for s in self.dns.host.read().nameservers]
-        avoid = [*await self.links.host_networks(), *resolvers]
+        avoid = await self._avoided_networks()
         subnets = self.state.ipam.plan(
             list(request.subnets), ipv4=request.ipv4, ipv6=request.ipv6, avoid=avoid
         )
-        network = Network(
-            id=network_id,
+        network = request.network(
+            network_id=network_id,
             name=name,
             driver=Driver.BRIDGE,
             bridge=options,
             subnets=subnets,
-            ipv4=request.ipv4,
-            ipv6=request.ipv6,
-            internal=request.internal,
-            attachable=request.attachable,
             labels=labels,
-            options=dict(request.options),
             predefined=predefined,
         )
         if options.bridge_name in await self.links.link_names():
@@ -205,6 +233,25 @@ class NetworkAgent:
             await self.links.delete_link(options.bridge_name)
             self._forget(network)
             raise
+        return network
+
+    async def _avoided_networks(self) -> list[IPNetwork]:
+        """Where new subnets must not go: the host's routes and its resolvers."""
+        resolvers = [ip_network(server_address(s)) for s in self.dns.host.read().nameservers]
+        return [*await self.links.host_networks(), *resolvers]
+
+    async def _create_overlay_network(self, request: NetworkRequest) -> Network:
+        if self.overlay is None:
+            raise no_cluster()
+        if self.state.network_named(request.name) is not None:
+            raise AlreadyExists(
+                f"network with name {request.name} already exists",
+                reason="NETWORK_EXISTS",
+                metadata={"network": request.name},
+            )
+        avoid = await self._avoided_networks()
+        network = await self.overlay.create_network(self.state, request, new_id(), avoid)
+        await self._apply_rules()
         return network
 
     def _check_bridge_name_free(self, bridge_name: str) -> None:
@@ -253,10 +300,16 @@ class NetworkAgent:
                     reason="NETWORK_IN_USE",
                     metadata={"network": network.name, "sandboxes": ",".join(sorted(attached))},
                 )
-            del self.state.networks[network.id]
-            self.state.ipam.remove_network(network.id)
+            if network.overlay:
+                if self.overlay is None:
+                    raise no_cluster()
+                await self.overlay.remove_network(network)
+                self.overlay.drop(self.state, network.id)
+            else:
+                del self.state.networks[network.id]
+                self.state.ipam.remove_network(network.id)
             await self._apply_rules()
-            if network.bridge is not None:
+            if network.bridge is not None and not network.overlay:
                 await self.links.delete_link(network.bridge.bridge_name)
             self._forget(network)
         self._emit("network", "destroy", network.id, name=network.name, type=network.driver)
@@ -286,7 +339,7 @@ class NetworkAgent:
     async def _connect(
         self, network_ref: str, sandbox_ref: str, request: EndpointRequest
     ) -> Endpoint:
-        network = self.state.network(network_ref)
+        network = await self._network_for_connect(network_ref)
         sandbox = self.state.sandbox(sandbox_ref)
         if network.bridge is None:
             raise FailedPrecondition(
@@ -317,6 +370,17 @@ class NetworkAgent:
             sandbox_id=sandbox.id,
         )
         return endpoint
+
+    async def _network_for_connect(self, ref: str) -> Network:
+        """The network; an overlay network another host created a moment ago is looked
+        up in the cluster before the answer is NotFound."""
+        try:
+            return self.state.network(ref)
+        except NotFound:
+            if self.overlay is None or not self.overlay.link.connected:
+                raise
+        await self._refresh_overlay_networks()
+        return self.state.network(ref)
 
     def _new_endpoint(
         self, network: Network, sandbox: Sandbox, request: EndpointRequest
@@ -378,32 +442,69 @@ class NetworkAgent:
         """Give the endpoint its addresses and its veth pair; undo both on failure."""
         network = self.state.networks[endpoint.network_id]
         assert network.bridge is not None
+        if network.overlay:
+            await self._plumb_overlay(sandbox, endpoint, network)
+            return
         taken: list[IPInterface] = []
         try:
             endpoint.ipv4 = self._address(network, 4, endpoint.static_ipv4, taken)  # type: ignore[assignment]
             endpoint.ipv6 = self._address(network, 6, endpoint.static_ipv6, taken)  # type: ignore[assignment]
-            gateway4, gateway6 = (None, None) if network.internal else endpoints.gateways(network)
-            await self.links.create_endpoint(
-                bridge=network.bridge.bridge_name,
-                host_ifname=endpoint.host_interface,
-                netns=sandbox.netns,
-                ifname=endpoint.interface,
-                mac=endpoint.mac_address,
-                mtu=network.bridge.mtu,
-                addresses=[*taken, *(endpoints.link_local(a) for a in endpoint.link_local_ips)],
-                gateway4=gateway4,
-                gateway6=gateway6,
-                metric=endpoints.route_metric(endpoint),
-                sysctls=endpoint.sysctls,
-            )
-            if not network.bridge.enable_icc:
-                await self.links.set_port_isolated(endpoint.host_interface, True)
+            await self._veth(sandbox, endpoint, network, taken)
         except BaseException:
             for address in taken:
                 self.state.ipam.release(network.id, address.ip)
             endpoint.ipv4 = endpoint.ipv6 = None
             await self.links.remove_endpoint(endpoint.host_interface)
             raise
+
+    async def _plumb_overlay(self, sandbox: Sandbox, endpoint: Endpoint, network: Network) -> None:
+        """Claim the addresses in the cluster, make the datapath, announce the endpoint."""
+        if self.overlay is None:
+            raise no_cluster()
+        overlay = self.overlay
+        first_here = not self.state.running_endpoints_on(network.id)
+        taken = await overlay.claim_addresses(self.state, network, endpoint)
+        try:
+            for address in taken:
+                if address.version == 4:
+                    endpoint.ipv4 = address  # type: ignore[assignment]
+                    endpoint.mac_address = endpoints.mac_for(address.ip)  # type: ignore[arg-type]
+                else:
+                    endpoint.ipv6 = address  # type: ignore[assignment]
+            await overlay.attach(self.state, network)
+            await self._veth(sandbox, endpoint, network, taken)
+            await overlay.announce(sandbox, endpoint)
+        except BaseException:
+            endpoint.ipv4 = endpoint.ipv6 = None
+            await self.links.remove_endpoint(endpoint.host_interface)
+            for address in taken:
+                self.state.ipam.release(network.id, address.ip)
+            await overlay.withdraw(endpoint, [a.ip for a in taken])
+            if first_here:
+                await overlay.detach(network)
+            raise
+
+    async def _veth(
+        self, sandbox: Sandbox, endpoint: Endpoint, network: Network, taken: list[IPInterface]
+    ) -> None:
+        """The endpoint's veth pair from the network's bridge into the sandbox."""
+        assert network.bridge is not None
+        gateway4, gateway6 = (None, None) if network.internal else endpoints.gateways(network)
+        await self.links.create_endpoint(
+            bridge=network.bridge.bridge_name,
+            host_ifname=endpoint.host_interface,
+            netns=sandbox.netns,
+            ifname=endpoint.interface,
+            mac=endpoint.mac_address,
+            mtu=network.bridge.mtu,
+            addresses=[*taken, *(endpoints.link_local(a) for a in endpoint.link_local_ips)],
+            gateway4=gateway4,
+            gateway6=gateway6,
+            metric=endpoints.route_metric(endpoint),
+            sysctls=endpoint.sysctls,
+        )
+        if not network.bridge.enable_icc:
+            await self.links.set_port_isolated(endpoint.host_interface, True)
 
     def _address(
         self, network: Network, version: int, static: IPAddress | None, taken: list[IPInterface]
@@ -419,10 +520,15 @@ class NetworkAgent:
 
     async def _unplumb(self, endpoint: Endpoint) -> None:
         await self.links.remove_endpoint(endpoint.host_interface)
-        for address in (endpoint.ipv4, endpoint.ipv6):
-            if address is not None:
-                self.state.ipam.release(endpoint.network_id, address.ip)
+        held = [a.ip for a in (endpoint.ipv4, endpoint.ipv6) if a is not None]
+        for address in held:
+            self.state.ipam.release(endpoint.network_id, address)
         endpoint.ipv4 = endpoint.ipv6 = None
+        network = self.state.networks.get(endpoint.network_id)
+        if network is not None and network.overlay and self.overlay is not None:
+            await self.overlay.withdraw(endpoint, held)
+            if not self.state.running_endpoints_on(network.id):
+                await self.overlay.detach(network)
 
     async def disconnect(self, network_ref: str, sandbox_ref: str, force: bool) -> None:
         async with self.lock:
@@ -667,6 +773,51 @@ class NetworkAgent:
             if s.id != except_for.id
             for p in s.published
         ]
+
+    # -- the cluster ----------------------------------------------------------------------
+
+    async def on_cluster_change(self, change: Change) -> None:
+        """Another host changed a network or its endpoints: read what it is now."""
+        assert self.overlay is not None
+        async with self.lock:
+            network = self.state.networks.get(change.network_id)
+            if change.kind == "network" or network is None:
+                await self._refresh_overlay_networks()
+                network = self.state.networks.get(change.network_id)
+            if network is None or change.kind != "endpoints":
+                return
+            if await self.overlay.refresh_endpoints(self.state, network):
+                await self.dns.sync(self.state)
+
+    async def on_cluster_resync(self) -> None:
+        """Everything again: the networks, this host's endpoints, the others'."""
+        assert self.overlay is not None
+        async with self.lock:
+            await self._refresh_overlay_networks()
+            for network in [n for n in self.state.networks.values() if n.overlay]:
+                endpoints = await self.overlay.reassert(self.state, network)
+                await self.overlay.refresh_endpoints(self.state, network, endpoints)
+            await self.dns.sync(self.state)
+
+    async def _refresh_overlay_networks(self) -> None:
+        assert self.overlay is not None
+        added, removed = await self.overlay.refresh_networks(self.state)
+        for network in added:
+            self._save(network)
+            self._emit("network", "create", network.id, name=network.name, type=network.driver)
+        for network in removed:
+            for sandbox, _ in self.state.endpoints_on(network.id):
+                del sandbox.endpoints[network.id]  # not running: it held nothing there
+                self._save(sandbox)
+            self._forget(network)
+            self._emit("network", "destroy", network.id, name=network.name, type=network.driver)
+        if added or removed:
+            await self._apply_rules()
+
+    def peers(self, network: Network) -> dict[str, list[ClusterEndpoint]]:
+        if self.overlay is None or not network.overlay:
+            return {}
+        return self.overlay.peers(self.state, network)
 
     # -- rules, state, events ----------------------------------------------------------
 

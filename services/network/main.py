@@ -15,12 +15,16 @@ from berth.api.network.v1 import (
 )
 from berth.common import logging
 from berth.common.server import Daemon, Lifecycle, registration, run_daemon
+from berth.network.adapters.cluster_store import ClusterStore
 from berth.network.adapters.links import Links
 from berth.network.adapters.nftables import Nftables
 from berth.network.adapters.resolver_files import ETC_NETNS, HostResolvConf, SandboxFiles
+from berth.network.adapters.vxlan import Vxlan
 from berth.network.agent import NetworkAgent
 from berth.network.dns.embedded import EmbeddedDns
 from berth.network.domain.events import EventLog
+from berth.network.overlay.driver import OverlayDriver
+from berth.network.overlay.link import ClusterLink, Timing
 from berth.network.settings import NetworkdSettings
 from berth.network.transport.events import EventServicer
 from berth.network.transport.networks import NetworkServicer
@@ -39,6 +43,7 @@ def build_agent(settings: NetworkdSettings) -> Daemon:
         upstream_timeout=settings.dns_upstream_timeout,
         upstream_limit=settings.dns_upstream_limit,
     )
+    overlay = _overlay_driver(settings, links)
     agent = NetworkAgent(
         state_dir=settings.state_dir,
         links=links,
@@ -47,11 +52,23 @@ def build_agent(settings: NetworkdSettings) -> Daemon:
         dns=dns,
         name_prefix=settings.name_prefix,
         default_bridge_name=settings.default_bridge_name,
+        overlay=overlay,
     )
+    on_stop = [links.close, dns.close]
 
     async def start() -> None:
         await links.open()
         await agent.start()
+        if overlay is not None:
+            overlay.link.on_change = agent.on_cluster_change
+            overlay.link.on_resync = agent.on_cluster_resync
+            if not overlay.vxlan.underlay_address:
+                overlay.vxlan.underlay_address = await links.source_address_towards(
+                    overlay.store.host()
+                )
+            overlay.link.underlay_address = overlay.vxlan.underlay_address
+            overlay.link.start()
+            on_stop.insert(0, overlay.link.stop)
 
     services = [
         registration(
@@ -67,8 +84,29 @@ def build_agent(settings: NetworkdSettings) -> Daemon:
         services,
         lifecycle=lifecycle,
         on_start=[start],
-        on_stop=[links.close, dns.close],
+        on_stop=on_stop,
     )
+
+
+def _overlay_driver(settings: NetworkdSettings, links: Links) -> OverlayDriver | None:
+    """The cluster side, when the agent is given a cluster store."""
+    if not settings.redis_url:
+        return None
+    store = ClusterStore(settings.redis_url)
+    underlay = settings.underlay_address or ""
+    link = ClusterLink(
+        store,
+        host_name=settings.host_name,
+        underlay_address=underlay,
+        agent_address=settings.advertise_address,
+        timing=Timing(
+            heartbeat_interval=settings.heartbeat_interval,
+            host_ttl=settings.host_ttl,
+            resync_interval=settings.resync_interval,
+        ),
+    )
+    vxlan = Vxlan(links, underlay_address=underlay, port=settings.vxlan_port)
+    return OverlayDriver(store=store, link=link, vxlan=vxlan, host_name=settings.host_name)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

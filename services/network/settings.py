@@ -5,10 +5,10 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from berth.common.settings import DaemonSettings
+from berth.common.settings import DaemonSettings, check_redis_url
 
 
 class NetworkdSettings(DaemonSettings):
@@ -44,3 +44,29 @@ class NetworkdSettings(DaemonSettings):
     dns_upstream_limit: int = Field(
         256, gt=0, description="forwarded queries in flight at most; more get SERVFAIL at once"
     )
+    redis_url: str | None = Field(
+        None,
+        description="the cluster store (redis://HOST:PORT/DB): joins the cluster, for overlay "
+        "networks (also BERTH_REDIS_URL)",
+    )
+    underlay_address: str | None = Field(
+        None,
+        description="this host's VXLAN tunnel endpoint (default: the address the kernel uses "
+        "towards the Redis server)",
+    )
+    advertise_address: str = Field(
+        "", description="this agent's gRPC HOST:PORT for other hosts and gateways"
+    )
+    vxlan_port: int = Field(4789, gt=0, lt=65536, description="UDP port of VXLAN")
+    heartbeat_interval: float = Field(1.0, gt=0, description="seconds between heartbeats")
+    host_ttl: float = Field(
+        5.0,
+        gt=0,
+        description="seconds after its last heartbeat a host counts as dead (its endpoints "
+        "are then removed everywhere)",
+    )
+    resync_interval: float = Field(
+        10.0, gt=0, description="seconds between full resynchronisations with the cluster"
+    )
+
+    _redis_scheme = field_validator("redis_url")(check_redis_url)

@@ -7,6 +7,7 @@ endpoint's veth peer is moved into and configured in.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
@@ -83,10 +84,10 @@ class Links:
 
         IPv6 link-local addresses the kernel gave the bridge are kept unless listed.
         """
-        index = await _index(self.ipr, name)
+        index = await link_index(self.ipr, name)
         if index is None:
             with contextlib.suppress(FileExistsError):
-                await _call(self.ipr.link("add", ifname=name, kind="bridge"))
+                await netlink_call(self.ipr.link("add", ifname=name, kind="bridge"))
             index = await self._require(name)
         await self._require_bridge(index, name)
         await self.ipr.link("set", index=index, mtu=mtu)
@@ -95,11 +96,11 @@ class Links:
 
     async def delete_link(self, name: str) -> None:
         """Deletes the link (both ends of a veth pair); nothing happens if it is missing."""
-        index = await _index(self.ipr, name)
+        index = await link_index(self.ipr, name)
         if index is None:
             return
         with contextlib.suppress(FileNotFoundError):
-            await _call(self.ipr.link("del", index=index))
+            await netlink_call(self.ipr.link("del", index=index))
 
     async def link_names(self) -> set[str]:
         return {link.get("ifname") async for link in await self.ipr.link("dump")}
@@ -123,6 +124,15 @@ class Links:
         networks |= {net async for net in _address_networks(self.ipr)}
         kept = [net for net in networks if not _special(net)]
         return sorted(kept, key=lambda net: (net.version, net.network_address, net.prefixlen))
+
+    async def source_address_towards(self, host: str) -> str:
+        """The address this namespace sends from towards `host` (a name or address)."""
+        destination = await asyncio.to_thread(socket.gethostbyname, host)
+        for route in await self.ipr.route("get", dst=destination):
+            source = route.get("RTA_PREFSRC")
+            if source:
+                return str(source)
+        raise LinkError(f"no route with a source address towards {host}")
 
     # Endpoints: veth pairs from a bridge here into a sandbox namespace
 
@@ -198,12 +208,12 @@ class Links:
         fd = os.open(sandbox, os.O_RDONLY | os.O_CLOEXEC)
         try:
             peer = {"ifname": ifname, "net_ns_fd": fd}
-            await _call(self.ipr.link("add", ifname=host_ifname, kind="veth", peer=peer))
+            await netlink_call(self.ipr.link("add", ifname=host_ifname, kind="veth", peer=peer))
         finally:
             os.close(fd)
 
     async def _require(self, name: str) -> int:
-        index = await _index(self.ipr, name)
+        index = await link_index(self.ipr, name)
         if index is None:
             where = "the agent's namespace" if self._netns is None else self._netns
             raise LinkError(f"no link named {name!r} in {where}")
@@ -230,13 +240,13 @@ async def _configure_sandbox(
 ) -> None:
     ipr = await _iproute(sandbox)
     try:
-        index = await _index(ipr, peer)
+        index = await link_index(ipr, peer)
         if index is None:
             raise LinkError(f"the veth peer {peer} did not arrive in {sandbox}")
-        await _call(ipr.link("set", index=index, ifname=ifname))
+        await netlink_call(ipr.link("set", index=index, ifname=ifname))
         await ipr.link("set", index=index, address=mac, mtu=mtu)
         await ipr.link("set", index=index, state="up")
-        loopback = await _index(ipr, "lo")
+        loopback = await link_index(ipr, "lo")
         if loopback is not None:
             await ipr.link("set", index=loopback, state="up")
         for address in addresses:
@@ -335,12 +345,12 @@ async def _iproute(netns: Path | None) -> AsyncIPRoute:
     return AsyncIPRoute(fileno=await netlink_socket_in(netns), groups=0, ext_ack=True)
 
 
-async def _index(ipr: AsyncIPRoute, name: str) -> int | None:
+async def link_index(ipr: AsyncIPRoute, name: str) -> int | None:
     indices = await ipr.link_lookup(ifname=name)
     return indices[0] if indices else None
 
 
-async def _call(request: Awaitable[Any]) -> Any:
+async def netlink_call(request: Awaitable[Any]) -> Any:
     """Awaits a netlink request; EEXIST and ENODEV become FileExistsError, FileNotFoundError."""
     try:
         return await request

@@ -51,7 +51,9 @@ class EmbeddedDns:
         change (a burst of changes costs one build, not one each)."""
         if self._table is None:
             self._table = NameTable.build(
-                self._state.networks.values(), self._state.sandboxes.values()
+                self._state.networks.values(),
+                self._state.sandboxes.values(),
+                (e for remote in self._state.remote.values() for e in remote),
             )
         return self._table
 

@@ -70,5 +70,12 @@ def random_mac() -> str:
     return ":".join(f"{o:02x}" for o in octets)
 
 
+def mac_for(address: IPv4Address) -> str:
+    """The MAC an overlay endpoint gets from its IPv4 address (Docker's 02:42:a.b.c.d):
+    a sandbox that cached a departed sandbox's MAC still reaches whoever takes the address
+    over, on whichever host."""
+    return ":".join(f"{o:02x}" for o in (0x02, 0x42, *address.packed))
+
+
 def link_local(address: IPAddress) -> IPInterface:
     return ip_interface(f"{address}/{16 if address.version == 4 else 64}")

@@ -52,7 +52,7 @@ def network_matches(network: Network, filters: dict[str, set[str]], in_use: bool
         "driver": lambda v: network.driver.value in v,
         "id": lambda v: any(network.id.startswith(x) for x in v),
         "name": lambda v: any(x in network.name for x in v),
-        "scope": lambda v: "local" in v,
+        "scope": lambda v: ("global" if network.overlay else "local") in v,
         "type": lambda v: ("builtin" if network.predefined else "custom") in v,
         "dangling": lambda v: any((x.lower() in ("true", "1")) != in_use for x in v),
         "label": lambda v: labels_match(network.labels, v),

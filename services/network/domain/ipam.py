@@ -169,6 +169,20 @@ class Ipam:
             if address in pool.subnet.subnet:
                 pool.give_back(int(address))
 
+    def set_in_use(self, network_id: str, addresses: Iterable[IPAddress]) -> None:
+        """Make exactly these addresses the ones in use (an overlay network's, as the
+        cluster records them); the allocation cursor is kept."""
+        wanted = set(addresses)
+        for pool in self._pools(network_id):
+            for value in list(pool.used):
+                if pool._address(value) not in wanted:
+                    pool.give_back(value)
+            for address in wanted:
+                value = int(address)
+                free = value not in pool.used and value not in pool.reserved
+                if free and address in pool.subnet.subnet:
+                    pool.take(value)
+
     def in_use(self, network_id: str) -> set[IPAddress]:
         """The addresses handed out (reserved ones, like the gateway, are not listed)."""
         return {address for pool in self._pools(network_id) for address in pool.used_addresses()}

@@ -56,6 +56,7 @@ class BridgeOptions:
 
 class Driver(enum.StrEnum):
     BRIDGE = "bridge"
+    OVERLAY = "overlay"
     HOST = "host"
     NULL = "null"
 
@@ -65,7 +66,7 @@ class Network:
     id: str  # 64 hex characters, like Docker's
     name: str
     driver: Driver
-    bridge: BridgeOptions | None  # None for host and null
+    bridge: BridgeOptions | None  # None for host and null; overlay: its local bridge
     subnets: list[Subnet] = field(default_factory=list)
     ipv4: bool = True
     ipv6: bool = False
@@ -75,6 +76,12 @@ class Network:
     options: dict[str, str] = field(default_factory=dict)  # as given, for inspect
     predefined: bool = False  # bridge, host, none: cannot be removed
     created: datetime = field(default_factory=now)
+    vni: int = 0  # overlay only: the VXLAN network identifier, allocated cluster-wide
+
+    @property
+    def overlay(self) -> bool:
+        """Cluster-wide (Docker's "swarm" scope): its truth lives in the cluster store."""
+        return self.driver is Driver.OVERLAY
 
 
 class SandboxState(enum.StrEnum):

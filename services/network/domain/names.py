@@ -26,6 +26,7 @@ from berth.network.domain.model import (
     Sandbox,
     SandboxState,
 )
+from berth.network.domain.overlay import ClusterEndpoint
 
 SHORT_ID = 12
 
@@ -63,7 +64,7 @@ class Asker:
 
 
 def has_embedded_dns(network: Network) -> bool:
-    return network.driver is Driver.BRIDGE and not network.predefined
+    return network.driver in (Driver.BRIDGE, Driver.OVERLAY) and not network.predefined
 
 
 def needs_dns(sandbox: Sandbox, networks: dict[str, Network]) -> bool:
@@ -90,9 +91,18 @@ class NameTable:
         self.askers = askers or {}
 
     @classmethod
-    def build(cls, networks: Iterable[Network], sandboxes: Iterable[Sandbox]) -> NameTable:
+    def build(
+        cls,
+        networks: Iterable[Network],
+        sandboxes: Iterable[Sandbox],
+        remote: Iterable[ClusterEndpoint] = (),
+    ) -> NameTable:
+        """`remote`: the endpoints other hosts have on this host's overlay networks."""
         with_dns = {n.id: n for n in networks if has_embedded_dns(n)}
         table = {nid: NetworkNames(name=n.name) for nid, n in with_dns.items()}
+        for endpoint in remote:
+            if endpoint.network_id in table:
+                _add_remote(table[endpoint.network_id], endpoint)
         askers: dict[str, Asker] = {}
         for sandbox in sandboxes:
             joined = [e for e in in_join_order(sandbox) if e.network_id in with_dns]
@@ -170,12 +180,25 @@ class NameTable:
 
 
 def _add(names: NetworkNames, sandbox: Sandbox, network: Network, member: Member) -> None:
-    for name in dns_names(sandbox, network):
+    _add_names(names, sandbox.name, dns_names(sandbox, network), member)
+
+
+def _add_remote(names: NetworkNames, endpoint: ClusterEndpoint) -> None:
+    member = Member(
+        ipv4=None if endpoint.ipv4 is None else endpoint.ipv4.ip,
+        ipv6=None if endpoint.ipv6 is None else endpoint.ipv6.ip,
+    )
+    own = [endpoint.sandbox, endpoint.sandbox_id[:SHORT_ID], *endpoint.aliases]
+    _add_names(names, endpoint.sandbox, _unique(own), member)
+
+
+def _add_names(names: NetworkNames, sandbox: str, answers_to: list[str], member: Member) -> None:
+    for name in answers_to:
         names.names.setdefault(name.lower(), []).append(member)
-    names.sandboxes[sandbox.name.lower()] = member
+    names.sandboxes[sandbox.lower()] = member
     for address in (member.ipv4, member.ipv6):
         if address is not None:
-            names.reverse[address] = f"{sandbox.name}.{network.name}"
+            names.reverse[address] = f"{sandbox}.{names.name}"
 
 
 def _unique(names: list[str]) -> list[str]:

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from berth.network.domain.ipam import SubnetRequest
-from berth.network.domain.model import PortBinding
+from berth.network.domain.model import BridgeOptions, Driver, Network, PortBinding, Subnet
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,33 @@ class NetworkRequest:
     attachable: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
     options: Mapping[str, str] = field(default_factory=dict)
+
+    def network(
+        self,
+        *,
+        network_id: str,
+        name: str,
+        driver: Driver,
+        bridge: BridgeOptions,
+        subnets: list[Subnet],
+        labels: dict[str, str],
+        predefined: bool = False,
+    ) -> Network:
+        """The network this request makes, with what the driver validated and planned."""
+        return Network(
+            id=network_id,
+            name=name,
+            driver=driver,
+            bridge=bridge,
+            subnets=subnets,
+            ipv4=self.ipv4,
+            ipv6=self.ipv6,
+            internal=self.internal,
+            attachable=self.attachable,
+            labels=labels,
+            options=dict(self.options),
+            predefined=predefined,
+        )
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from berth.network.domain.model import (
     SandboxState,
     Subnet,
 )
+from berth.network.domain.overlay import ClusterEndpoint
 
 Named = TypeVar("Named", Network, Sandbox)
 
@@ -39,6 +40,8 @@ class NetworkState:
         self.networks = {n.id: n for n in networks}
         self.sandboxes = {s.id: s for s in sandboxes}
         self.ipam = ipam or Ipam()
+        # Overlay networks: the endpoints other hosts have on them, by network id.
+        self.remote: dict[str, list[ClusterEndpoint]] = {}
 
     def network(self, ref: str) -> Network:
         return _find(self.networks.values(), ref, "network")
@@ -57,6 +60,14 @@ class NetworkState:
             (s, s.endpoints[network_id])
             for s in self.sandboxes.values()
             if network_id in s.endpoints
+        ]
+
+    def running_endpoints_on(self, network_id: str) -> list[tuple[Sandbox, Endpoint]]:
+        """The endpoints that are plumbed now (a running sandbox's, with addresses)."""
+        return [
+            (s, e)
+            for s, e in self.endpoints_on(network_id)
+            if s.state is SandboxState.RUNNING and (e.ipv4 is not None or e.ipv6 is not None)
         ]
 
     def reconcile_ipam(self) -> None:
@@ -143,6 +154,7 @@ def decode_network(data: dict[str, Any]) -> Network:
         options=data["options"],
         predefined=data["predefined"],
         created=datetime.fromisoformat(data["created"]),
+        vni=data.get("vni", 0),
     )
 
 

@@ -22,11 +22,13 @@ from berth.network.domain.model import (
     SandboxState,
 )
 from berth.network.domain.names import dns_names
+from berth.network.domain.overlay import ClusterEndpoint
 from berth.network.domain.requests import EndpointRequest
 from berth.network.domain.state import NetworkState
 
 DRIVERS = {
     Driver.BRIDGE: npb.DRIVER_BRIDGE,
+    Driver.OVERLAY: npb.DRIVER_OVERLAY,
     Driver.HOST: npb.DRIVER_HOST,
     Driver.NULL: npb.DRIVER_NULL,
 }
@@ -37,6 +39,7 @@ DRIVER_NAMES = {
     npb.DRIVER_HOST: "host",
     npb.DRIVER_NULL: "null",
 }
+SCOPE_NAMES = {npb.SCOPE_LOCAL: "local", npb.SCOPE_GLOBAL: "global"}
 PROTOCOLS = {"tcp": spb.PROTOCOL_TCP, "udp": spb.PROTOCOL_UDP}
 PROTOCOL_NAMES = {spb.PROTOCOL_TCP: "tcp", spb.PROTOCOL_UDP: "udp"}
 STATES = {
@@ -129,8 +132,9 @@ def network_message(network: Network, state: NetworkState) -> npb.Network:
         name=network.name,
         id=network.id,
         created_time=_time(network.created),
-        scope=npb.SCOPE_LOCAL,
+        scope=npb.SCOPE_GLOBAL if network.overlay else npb.SCOPE_LOCAL,
         driver=DRIVERS[network.driver],
+        vni=network.vni,
         enable_ipv4=network.ipv4,
         enable_ipv6=network.ipv6,
         internal=network.internal,
@@ -152,16 +156,45 @@ def network_message(network: Network, state: NetworkState) -> npb.Network:
     )
     for sandbox, endpoint in state.endpoints_on(network.id):
         if sandbox.state is SandboxState.RUNNING:
-            message.containers[sandbox.id].CopyFrom(
-                npb.EndpointResource(
-                    name=sandbox.name,
-                    endpoint_id=endpoint.id,
-                    mac_address=endpoint.mac_address,
-                    ipv4_address=str(endpoint.ipv4 or ""),
-                    ipv6_address=str(endpoint.ipv6 or ""),
-                )
-            )
+            message.containers[sandbox.id].CopyFrom(_resource(sandbox.name, endpoint))
     return message
+
+
+def _resource(sandbox: str, endpoint: Endpoint | ClusterEndpoint) -> npb.EndpointResource:
+    return npb.EndpointResource(
+        name=sandbox,
+        endpoint_id=endpoint.id,
+        mac_address=endpoint.mac_address,
+        ipv4_address=str(endpoint.ipv4 or ""),
+        ipv6_address=str(endpoint.ipv6 or ""),
+    )
+
+
+def check_scope(scope: int, driver: str) -> None:
+    """`--scope` must agree with the driver: global for overlay, local for the others."""
+    wanted = npb.SCOPE_GLOBAL if driver == "overlay" else npb.SCOPE_LOCAL
+    if scope not in (npb.SCOPE_UNSPECIFIED, wanted):
+        raise InvalidArgument(
+            [
+                FieldViolation(
+                    "scope",
+                    f"the {driver} driver makes {SCOPE_NAMES[wanted]}-scoped networks only",
+                )
+            ]
+        )
+
+
+def peer_messages(peers: dict[str, list[ClusterEndpoint]], *, verbose: bool) -> list[npb.Peer]:
+    messages = []
+    for host, endpoints in sorted(peers.items()):
+        message = npb.Peer(name=host, ip_address=endpoints[0].underlay_address)
+        if verbose:
+            for endpoint in endpoints:
+                message.containers[endpoint.sandbox_id].CopyFrom(
+                    _resource(endpoint.sandbox, endpoint)
+                )
+        messages.append(message)
+    return messages
 
 
 def endpoint_message(endpoint: Endpoint, network: Network, sandbox: Sandbox) -> rpb.Endpoint:

@@ -6,13 +6,10 @@ import grpc.aio
 
 from berth.api.network.v1 import network_service_pb2 as pb
 from berth.api.network.v1 import network_service_pb2_grpc as pb_grpc
-from berth.common.errors import NotYetAvailable
 from berth.network.agent import NetworkAgent
 from berth.network.domain.filters import NETWORK_KEYS, group, network_matches
 from berth.network.domain.requests import NetworkRequest
 from berth.network.transport import convert
-
-OVERLAY = "multi-host overlay networks"
 
 
 class NetworkServicer(pb_grpc.NetworkServiceServicer):
@@ -23,10 +20,7 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
         self, request: pb.CreateNetworkRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateNetworkResponse:
         driver = convert.DRIVER_NAMES.get(request.driver, "bridge")
-        if driver == "overlay":
-            raise NotYetAvailable(
-                "berth.network.v1.NetworkService/CreateNetwork (overlay)", OVERLAY
-            )
+        convert.check_scope(request.scope, driver)
         network = await self.agent.create_network(
             NetworkRequest(
                 name=request.name,
@@ -46,7 +40,10 @@ class NetworkServicer(pb_grpc.NetworkServiceServicer):
         self, request: pb.InspectNetworkRequest, context: grpc.aio.ServicerContext
     ) -> pb.InspectNetworkResponse:
         network = self.agent.inspect_network(request.network)
-        return pb.InspectNetworkResponse(network=convert.network_message(network, self.agent.state))
+        message = convert.network_message(network, self.agent.state)
+        peers = self.agent.peers(network)
+        message.peers.extend(convert.peer_messages(peers, verbose=request.verbose))
+        return pb.InspectNetworkResponse(network=message)
 
     async def ListNetworks(
         self, request: pb.ListNetworksRequest, context: grpc.aio.ServicerContext

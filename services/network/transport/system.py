@@ -41,5 +41,26 @@ class SystemServicer(pb_grpc.SystemServiceServicer):
             sandboxes=len(sandboxes),
             sandboxes_running=running,
             sandboxes_stopped=len(sandboxes) - running,
-            cluster=pb.ClusterInfo(enabled=False, connected=False),
+            underlay_address=self._underlay(),
+            cluster=self._cluster(),
         )
+
+    def _underlay(self) -> str:
+        overlay = self.agent.overlay
+        return "" if overlay is None else overlay.underlay_address
+
+    def _cluster(self) -> pb.ClusterInfo:
+        overlay = self.agent.overlay
+        if overlay is None:
+            return pb.ClusterInfo(enabled=False, connected=False)
+        info = pb.ClusterInfo(enabled=True, connected=overlay.link.connected)
+        for name, host in sorted(overlay.link.hosts.items()):
+            entry = pb.ClusterHost(
+                name=name,
+                underlay_address=host.underlay_address,
+                agent_address=host.agent_address,
+                local=name == overlay.host,
+            )
+            entry.heartbeat_time.FromDatetime(host.heartbeat_time)
+            info.hosts.append(entry)
+        return info
