@@ -10,15 +10,23 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from ipaddress import ip_address
 from typing import Any
+
+import structlog
 
 from berth.network.adapters.links import Links, link_index, netlink_call
 from berth.network.domain.model import IPInterface
 from berth.network.domain.overlay import Forwarding, Neighbour, Peers
 
+log = structlog.get_logger("berth.network.overlay")
+
 NUD_PERMANENT = 0x80
+BROADCAST = b"\xff" * 6
+ETH_P_ARP = b"\x08\x06"
+# Ethernet, IPv4, 6-byte MACs, 4-byte addresses, operation 2 (reply).
+ARP_REPLY_HEADER = b"\x00\x01\x08\x00\x06\x04\x00\x02"
 
 
 class Vxlan:
@@ -62,8 +70,9 @@ class Vxlan:
         await self.links.delete_link(vxlan)
         await self.links.delete_link(bridge)
 
-    async def set_peers(self, vxlan: str, wanted: Peers) -> None:
-        """Make the device's permanent entries exactly `wanted`."""
+    async def set_peers(self, vxlan: str, wanted: Peers, *, bridge: str) -> None:
+        """Make the device's permanent entries exactly `wanted`; announce the new
+        neighbours to the sandboxes on `bridge`."""
         ipr = self.links.ipr
         index = await link_index(ipr, vxlan)
         if index is None:
@@ -85,7 +94,8 @@ class Vxlan:
                 dst=entry.underlay_address,
                 state=NUD_PERMANENT,
             )
-        for entry in wanted.neighbours - neighbours:
+        added = wanted.neighbours - neighbours
+        for entry in added:
             await ipr.neigh(
                 "replace",
                 dst=entry.address,
@@ -96,6 +106,28 @@ class Vxlan:
                 if ip_address(entry.address).version == 4
                 else socket.AF_INET6,
             )
+        await self._announce(bridge, added)
+
+    async def _announce(self, bridge: str, added: Iterable[Neighbour]) -> None:
+        """Answer, unasked, for each new IPv4 neighbour on the bridge. A sandbox that asked
+        for the address a moment before this host knew it holds an unanswered entry, and
+        the kernel would ask again only after a second; this reply completes that entry at
+        once (an entry nobody asked for is not created: arp_accept is off)."""
+        ipv4 = [n for n in added if ip_address(n.address).version == 4]
+        if not ipv4:
+            return
+        index = await link_index(self.links.ipr, bridge)
+        if index is None:
+            return
+        (link,) = await self.links.ipr.link("get", index=index)
+        source = link.get("IFLA_ADDRESS")
+        try:
+            with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as raw:
+                raw.bind((bridge, 0))
+                for neighbour in ipv4:
+                    raw.send(arp_reply(source, neighbour))
+        except OSError as error:  # only a delay: the sandbox's kernel asks again
+            log.warning("cannot announce overlay neighbours", bridge=bridge, error=str(error))
 
     async def _current(self, index: int) -> tuple[set[Forwarding], set[Neighbour]]:
         ipr = self.links.ipr
@@ -115,3 +147,14 @@ class Vxlan:
 async def _ignore_missing(request: Any) -> None:
     with contextlib.suppress(FileNotFoundError, OSError):
         await netlink_call(request)
+
+
+def arp_reply(source_mac: str, neighbour: Neighbour) -> bytes:
+    """A broadcast ARP reply saying `neighbour.address` is at `neighbour.mac_address`,
+    sent from the bridge's own MAC (a frame from the remote MAC would teach the bridge
+    that the MAC is local)."""
+    mac = bytes.fromhex(neighbour.mac_address.replace(":", ""))
+    address = ip_address(neighbour.address).packed
+    ethernet = BROADCAST + bytes.fromhex(source_mac.replace(":", "")) + ETH_P_ARP
+    arp = ARP_REPLY_HEADER + mac + address + BROADCAST + address
+    return ethernet + arp

@@ -282,7 +282,10 @@ class OverlayDriver:
         changed = remote != state.remote.get(network.id, [])
         state.remote[network.id] = remote
         if program or state.running_endpoints_on(network.id):
-            await self.vxlan.set_peers(vxlan_name(network.id), peers_of(remote))
+            assert network.bridge is not None
+            await self.vxlan.set_peers(
+                vxlan_name(network.id), peers_of(remote), bridge=network.bridge.bridge_name
+            )
         return changed
 
     async def reassert(self, state: NetworkState, network: Network) -> list[ClusterEndpoint]:

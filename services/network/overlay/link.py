@@ -87,11 +87,15 @@ class ClusterLink:
         self._task = asyncio.create_task(self._run(), name="cluster-link")
 
     async def stop(self) -> None:
+        """Cancel until the link is down: on Python 3.11, a cancellation that lands as a
+        Redis command completes can be lost (asyncio.wait_for inside redis-py), so the
+        loops also check `_stopped`."""
         self._stopped = True
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            while not self._task.done():
+                self._task.cancel()
+                await asyncio.wait([self._task], timeout=1.0)
         await self.store.close()
 
     async def _run(self) -> None:
@@ -145,7 +149,7 @@ class ClusterLink:
         return BACKOFF_MAX_S * 1.5 + self.timing.heartbeat_interval + REJOIN_MARGIN_S
 
     async def _listen(self, pubsub: object) -> None:
-        while True:
+        while not self._stopped:
             try:
                 message = await pubsub.get_message(timeout=1.0)  # type: ignore[attr-defined]
             except Exception as error:
@@ -159,7 +163,7 @@ class ClusterLink:
 
     async def _dispatch(self) -> None:
         """Handle notifications one at a time; a burst about one network is one read."""
-        while True:
+        while not self._stopped:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
@@ -168,13 +172,13 @@ class ClusterLink:
                 await self.on_change(change)
 
     async def _heartbeats(self) -> None:
-        while True:
+        while not self._stopped:
             await asyncio.sleep(self.timing.heartbeat_interval)
             await self._beat()
             await self._sweep()
 
     async def _resyncs(self) -> None:
-        while True:
+        while not self._stopped:
             await asyncio.sleep(self.timing.resync_interval)
             await self.on_resync()
 
