@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from ipaddress import IPv4Interface, IPv6Interface, ip_address, ip_interface
+from ipaddress import IPv4Interface, IPv6Interface, ip_interface, ip_network
 from typing import Any
 
 from berth.common.errors import AlreadyExists, FieldViolation, InvalidArgument, ResourceExhausted
-from berth.network.domain.model import IPAddress, IPInterface
+from berth.network.domain.model import IPInterface, Network
 
 VNI_FIRST = 4096  # as Docker's overlay driver: lower ones are left to hand-made VXLANs
 VNI_LAST = 2**24 - 1
@@ -223,5 +223,21 @@ def remote_endpoints(
     return [e for e in endpoints if e.host != local_host]
 
 
-def parse_address(text: str) -> IPAddress:
-    return ip_address(text)
+def check_unique(draft: Network, existing: Iterable[Mapping[str, Any]]) -> None:
+    """A new overlay network against the cluster's (as stored): name and subnets free."""
+    for other in existing:
+        if other["name"] == draft.name:
+            raise AlreadyExists(
+                f"network with name {draft.name} already exists in the cluster",
+                reason="NETWORK_EXISTS",
+                metadata={"network": draft.name},
+            )
+        for subnet in draft.subnets:
+            for theirs in other["subnets"]:
+                if subnet.subnet.overlaps(ip_network(theirs["subnet"])):
+                    raise AlreadyExists(
+                        f"subnet {subnet.subnet} overlaps {theirs['subnet']} of overlay "
+                        f"network {other['name']}",
+                        reason="SUBNET_OVERLAPS",
+                        metadata={"subnet": str(subnet.subnet), "network": other["name"]},
+                    )

@@ -11,7 +11,7 @@ under its lock, with its state; nothing here takes the lock itself.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from ipaddress import ip_address, ip_network
+from ipaddress import ip_address
 from typing import Any
 
 import structlog
@@ -33,11 +33,13 @@ from berth.network.domain.overlay import (
     VNI_OPTION,
     ClusterEndpoint,
     bridge_name,
+    check_unique,
     choose_vni,
     claim_host,
     claim_owner,
     overlay_options,
     peers_of,
+    remote_endpoints,
     vxlan_name,
 )
 from berth.network.domain.requests import NetworkRequest
@@ -94,7 +96,7 @@ class OverlayDriver:
         )
 
         def build(existing: dict[str, dict[str, Any]]) -> dict[str, Any]:
-            _check_unique(draft, existing.values())
+            check_unique(draft, existing.values())
             draft.vni = choose_vni((n["vni"] for n in existing.values()), options.vni)
             draft.options = {**dict(request.options), VNI_OPTION: str(draft.vni)}
             return encode(draft)
@@ -278,7 +280,7 @@ class OverlayDriver:
         host has endpoints there; whether anything changed."""
         if endpoints is None:
             endpoints = await self.store.endpoints(network.id)
-        remote = sorted((e for e in endpoints if e.host != self.host), key=lambda e: e.id)
+        remote = sorted(remote_endpoints(endpoints, self.host), key=lambda e: e.id)
         changed = remote != state.remote.get(network.id, [])
         state.remote[network.id] = remote
         if program or state.running_endpoints_on(network.id):
@@ -333,22 +335,3 @@ class OverlayDriver:
         for endpoint in state.remote.get(network.id, []):
             by_host.setdefault(endpoint.host, []).append(endpoint)
         return by_host
-
-
-def _check_unique(draft: Network, existing: Iterable[dict[str, Any]]) -> None:
-    for other in existing:
-        if other["name"] == draft.name:
-            raise AlreadyExists(
-                f"network with name {draft.name} already exists in the cluster",
-                reason="NETWORK_EXISTS",
-                metadata={"network": draft.name},
-            )
-        for subnet in draft.subnets:
-            for theirs in other["subnets"]:
-                if subnet.subnet.overlaps(ip_network(theirs["subnet"])):
-                    raise AlreadyExists(
-                        f"subnet {subnet.subnet} overlaps {theirs['subnet']} of overlay "
-                        f"network {other['name']}",
-                        reason="SUBNET_OVERLAPS",
-                        metadata={"subnet": str(subnet.subnet), "network": other["name"]},
-                    )

@@ -7,14 +7,14 @@ import json
 import secrets
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
-from ipaddress import IPv4Interface, IPv6Interface, ip_address
+from ipaddress import IPv4Interface, IPv6Interface, ip_address, ip_network
 from typing import Any
 
 import pytest
 
 from berth.common.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
 from berth.network.domain.ipam import Ipam, SubnetRequest
-from berth.network.domain.model import Driver, IPAddress, Network
+from berth.network.domain.model import Driver, IPAddress, Network, Subnet
 from berth.network.domain.names import NameTable
 from berth.network.domain.overlay import (
     DEFAULT_MTU,
@@ -28,6 +28,7 @@ from berth.network.domain.overlay import (
     Neighbour,
     OverlayOptions,
     bridge_name,
+    check_unique,
     choose_vni,
     claim_host,
     claim_owner,
@@ -430,3 +431,38 @@ def test_a_legacy_link_on_an_overlay_reaches_a_remote_sandbox() -> None:
     remote = endpoint("remote", ov.id, ipv4="10.72.0.3/24")
     table = NameTable.build([ov], [local], [remote])
     assert resolved(table, local.id, "backend") == ["10.72.0.3"]
+
+
+# ---- uniqueness across the cluster -----------------------------------------------------
+
+
+def _stored(name: str, subnet: str) -> dict[str, Any]:
+    return {"name": name, "subnets": [{"subnet": subnet}]}
+
+
+def _draft(name: str, subnet: str) -> Network:
+    network = ip_network(subnet)
+    return Network(
+        id="d" * 64,
+        name=name,
+        driver=Driver.OVERLAY,
+        bridge=None,
+        subnets=[Subnet(subnet=network, gateway=next(network.hosts()))],
+    )
+
+
+def test_a_name_another_host_used_is_refused() -> None:
+    with pytest.raises(AlreadyExists) as refused:
+        check_unique(_draft("app", "10.90.0.0/24"), [_stored("app", "10.91.0.0/24")])
+    assert refused.value.reason == "NETWORK_EXISTS"
+
+
+def test_a_subnet_overlapping_another_overlay_network_is_refused() -> None:
+    with pytest.raises(AlreadyExists) as refused:
+        check_unique(_draft("new", "10.90.0.0/16"), [_stored("old", "10.90.4.0/24")])
+    assert refused.value.reason == "SUBNET_OVERLAPS"
+    assert refused.value.metadata["network"] == "old"
+
+
+def test_a_free_name_and_subnet_pass() -> None:
+    check_unique(_draft("new", "10.90.0.0/24"), [_stored("old", "10.91.0.0/24")])
