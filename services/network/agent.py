@@ -509,11 +509,9 @@ class NetworkAgent:
     def _address(
         self, network: Network, version: int, static: IPAddress | None, taken: list[IPInterface]
     ) -> IPInterface | None:
-        if not any(s.subnet.version == version for s in network.subnets):
+        field = endpoints.address_field(network, version)
+        if field is None:
             return None
-        if version == 4 and not network.ipv4:
-            return None
-        field = "endpoint_config.ip_address" if version == 4 else "endpoint_config.ipv6_address"
         address = self.state.ipam.allocate(network.id, version, static, field=field)
         taken.append(address)
         return address

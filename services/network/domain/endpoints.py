@@ -70,6 +70,16 @@ def random_mac() -> str:
     return ":".join(f"{o:02x}" for o in octets)
 
 
+def address_field(network: Network, version: int) -> str | None:
+    """The request field an endpoint's IPv`version` address answers to, or None when the
+    network gives its endpoints no address of that version."""
+    if not any(s.subnet.version == version for s in network.subnets):
+        return None
+    if version == 4 and not network.ipv4:
+        return None
+    return "endpoint_config.ip_address" if version == 4 else "endpoint_config.ipv6_address"
+
+
 def mac_for(address: IPv4Address) -> str:
     """The MAC an overlay endpoint gets from its IPv4 address (Docker's 02:42:a.b.c.d):
     a sandbox that cached a departed sandbox's MAC still reaches whoever takes the address

@@ -194,11 +194,9 @@ class OverlayDriver:
         static: IPAddress | None,
         owner: str,
     ) -> IPInterface | None:
-        if not any(s.subnet.version == version for s in network.subnets):
+        field = endpoint_rules.address_field(network, version)
+        if field is None:
             return None
-        if version == 4 and not network.ipv4:
-            return None
-        field = "endpoint_config.ip_address" if version == 4 else "endpoint_config.ipv6_address"
         while True:
             address = state.ipam.allocate(network.id, version, static, field=field)
             if await self.store.claim(network.id, str(address.ip), owner):
