@@ -255,6 +255,8 @@ class ClusterHost:
             self.redis_url,
             "--underlay-address",
             self.address,
+            "--advertise-address",
+            f"unix://{self.socket}",
             "--heartbeat-interval",
             str(HEARTBEAT_S),
             "--host-ttl",
