@@ -758,7 +758,7 @@ class NetworkAgent:
         ]
 
     def _publish_target(self, sandbox: Sandbox) -> tuple[Network, IPAddress] | None:
-        for endpoint in sorted(sandbox.endpoints.values(), key=lambda e: e.interface):
+        for endpoint in endpoints.in_join_order(sandbox):
             network = self.state.networks[endpoint.network_id]
             if endpoint.ipv4 is not None and not network.internal:
                 return network, endpoint.ipv4.ip
