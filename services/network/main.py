@@ -55,20 +55,21 @@ def build_agent(settings: NetworkdSettings) -> Daemon:
         overlay=overlay,
     )
     on_stop = [links.close, dns.close]
+    if overlay is not None:
+        overlay.link.on_change = agent.on_cluster_change
+        overlay.link.on_resync = agent.on_cluster_resync
+        on_stop.insert(0, overlay.link.stop)
 
     async def start() -> None:
         await links.open()
         await agent.start()
         if overlay is not None:
-            overlay.link.on_change = agent.on_cluster_change
-            overlay.link.on_resync = agent.on_cluster_resync
             if not overlay.vxlan.underlay_address:
                 overlay.vxlan.underlay_address = await links.source_address_towards(
                     overlay.store.host()
                 )
             overlay.link.underlay_address = overlay.vxlan.underlay_address
             overlay.link.start()
-            on_stop.insert(0, overlay.link.stop)
 
     services = [
         registration(
