@@ -9,6 +9,7 @@ from functools import partial
 
 import pytest
 
+from berth.api.network.v1 import network_service_pb2 as npb
 from tests.integration.overlay.probes import (
     PY,
     REACH_S,
@@ -136,3 +137,35 @@ def failing(checks: dict[str, Callable[[], bool]]) -> list[str]:
     with ThreadPoolExecutor(len(checks)) as pool:
         futures = {what: pool.submit(check) for what, check in checks.items()}
     return [what for what, future in futures.items() if not future.result()]
+
+
+def test_ipv6_between_sandboxes_on_different_hosts(cluster: Cluster, t: str) -> None:
+    """A dual-stack overlay: the VXLAN devices answer neighbour solicitations by proxy,
+    as they answer ARP, and AAAA names resolve across hosts."""
+    h1, h2, _ = cluster.hosts
+    net = f"ov6-{t}"
+    v4 = new_subnet()
+    request = npb.CreateNetworkRequest(
+        name=net,
+        driver=npb.DRIVER_OVERLAY,
+        ipv6=True,
+        ipam=npb.IPAM(
+            config=[
+                npb.IPAMConfig(subnet=v4),
+                npb.IPAMConfig(subnet=f"fd00:72:{v4.split('.')[2]}::/64"),
+            ]
+        ),
+    )
+    h1.client().networks.CreateNetwork(request, timeout=30)
+    poll(lambda: net in h2.client().network_names(), REACH_S, "h2 to know the network")
+    h1.client().sandbox_on(f"a-{t}", net)
+    b = h2.client().sandbox_on(f"b-{t}", net)
+    b_ip6 = bare(b.ipv6_address)
+    assert b_ip6.startswith("fd00:72:")
+    poll(
+        lambda: h1.in_sandbox(f"a-{t}", "ping", "-6", "-c1", "-W1", b_ip6).returncode == 0,
+        REACH_S,
+        "a on h1 to ping b on h2 over IPv6",
+    )
+    answer = h1.in_sandbox(f"a-{t}", "dig", "+short", "@127.0.0.11", f"b-{t}", "AAAA")
+    assert answer.stdout.split() == [b_ip6]
