@@ -166,8 +166,7 @@ class NetworkAgent:
         if self.overlay is None or not held:
             log.warning("overlay endpoint left down", sandbox=sandbox.name, network=network.name)
             return
-        await self.overlay.ensure_datapath(network)
-        await self._veth(sandbox, endpoint, network, held)
+        await self._veth(sandbox, endpoint, network, held)  # its datapath: _reconcile_datapath
 
     # -- networks --------------------------------------------------------------------
 
@@ -471,7 +470,8 @@ class NetworkAgent:
                     endpoint.mac_address = endpoints.mac_for(address.ip)  # type: ignore[arg-type]
                 else:
                     endpoint.ipv6 = address  # type: ignore[assignment]
-            await overlay.attach(self.state, network)
+            if first_here:  # later endpoints find it made, its peers kept by the cluster link
+                await overlay.attach(self.state, network)
             await self._veth(sandbox, endpoint, network, taken)
             await overlay.announce(sandbox, endpoint)
         except BaseException:

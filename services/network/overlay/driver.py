@@ -124,10 +124,6 @@ class OverlayDriver:
     def adopt(self, state: NetworkState, network: Network) -> bool:
         """Take a cluster network into the local state; False when it cannot be used
         here (its subnet overlaps one of this host's networks)."""
-        known = state.networks.get(network.id)
-        if known is not None:
-            known.labels, known.options = network.labels, network.options
-            return True
         try:
             state.ipam.add_network(network.id, network.subnets)
         except (AlreadyExists, FailedPrecondition, ValueError) as error:
@@ -136,11 +132,10 @@ class OverlayDriver:
         state.networks[network.id] = network
         return True
 
-    def drop(self, state: NetworkState, network_id: str) -> Network | None:
-        network = state.networks.pop(network_id, None)
+    def drop(self, state: NetworkState, network_id: str) -> None:
+        state.networks.pop(network_id, None)
         state.ipam.remove_network(network_id)
         state.remote.pop(network_id, None)
-        return network
 
     async def refresh_networks(self, state: NetworkState) -> tuple[list[Network], list[Network]]:
         """Make the local copies match the cluster's; (added, removed). A network the

@@ -123,8 +123,6 @@ class ClusterLink:
         try:
             try:
                 await pubsub.subscribe(CHANNEL)
-            except OSError as error:
-                raise ClusterUnavailable(str(error)) from error
             except Exception as error:
                 raise ClusterUnavailable(str(error) or type(error).__name__) from error
             await self._beat()
