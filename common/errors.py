@@ -24,6 +24,8 @@ class Code(enum.Enum):
     UNAVAILABLE = "UNAVAILABLE"
     UNIMPLEMENTED = "UNIMPLEMENTED"
     INTERNAL = "INTERNAL"
+    DATA_LOSS = "DATA_LOSS"
+    CANCELLED = "CANCELLED"
 
 
 @dataclass(frozen=True)

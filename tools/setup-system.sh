@@ -13,6 +13,8 @@ PACKAGES=(
   dnsperf       # the DNS bench's load generator
   redis-server  # the cluster store of overlay networks, for the overlay tests
   iperf3        # throughput in the overlay bench
+  docker-registry  # a real OCI registry for the model store's push and pull tests
+  apache2-utils # htpasswd: the registry's basic-auth users in those tests
   nodejs     # npm, for the command-line tools in package.json (buf lints the contracts)
 )
 

@@ -14,27 +14,53 @@ from berth.api.models.v1 import (
 from berth.common import logging
 from berth.common.server import Daemon, Lifecycle, registration, run_daemon
 from berth.common.system import system_servicer
+from berth.models.adapters.content_store import ContentStore
+from berth.models.adapters.hub import HubClient
+from berth.models.adapters.registry import RegistryClient
+from berth.models.adapters.registry_credentials import own_credentials
+from berth.models.adapters.system_memory import total_memory
 from berth.models.domain.runner_log import RunnerLog
 from berth.models.settings import ModeldSettings
+from berth.models.store.local import ModelStore
+from berth.models.store.operations import Operations
+from berth.models.store.service import ModelStoreService
+from berth.models.transport.models import ModelServicer
+from berth.models.transport.operations import OperationServicer
 from berth.models.transport.runner import RunnerServicer
 
-MODEL_STORE = "the OCI model store"
 INFERENCE = "inference with vLLM and llama.cpp"
 
 
 def build_runner(settings: ModeldSettings, log: RunnerLog) -> Daemon:
     log.bind_loop()
     lifecycle = Lifecycle()
+    operations = Operations(retention_s=settings.operation_retention)
+    registry = RegistryClient(timeout_s=settings.registry_timeout)
+    hub = HubClient(settings.huggingface_endpoint, timeout_s=settings.registry_timeout)
+    store = ModelStore(ContentStore(settings.state_dir / "store"))
+    limit = settings.memory_limit
+    service = ModelStoreService(store, registry, hub, operations, lambda: limit or total_memory())
+
+    async def close() -> None:
+        await operations.close()
+        await registry.aclose()
+
     system = system_servicer(system_service_pb2_grpc, "berth-modeld", lifecycle)
-    runner = RunnerServicer(log, lifecycle)
     services = [
         registration(system_service_pb2_grpc, "SystemService", system),
-        registration(runner_service_pb2_grpc, "RunnerService", runner, planned=INFERENCE),
-        registration(model_service_pb2_grpc, "ModelService", planned=MODEL_STORE),
-        registration(operation_service_pb2_grpc, "OperationService", planned=MODEL_STORE),
+        registration(
+            runner_service_pb2_grpc,
+            "RunnerService",
+            RunnerServicer(log, lifecycle),
+            planned=INFERENCE,
+        ),
+        registration(
+            model_service_pb2_grpc, "ModelService", ModelServicer(service, own_credentials)
+        ),
+        registration(operation_service_pb2_grpc, "OperationService", OperationServicer(operations)),
         registration(inference_service_pb2_grpc, "InferenceService", planned=INFERENCE),
     ]
-    return Daemon("berth-modeld", settings, services, lifecycle=lifecycle)
+    return Daemon("berth-modeld", settings, services, lifecycle=lifecycle, on_stop=[close])
 
 
 def main(argv: Sequence[str] | None = None) -> None:

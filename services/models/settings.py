@@ -19,6 +19,21 @@ class ModeldSettings(DaemonSettings):
     )
 
     state_dir: Path = Field(Path("/var/lib/berth/models"), description="model store and state")
+    huggingface_endpoint: str = Field(
+        "https://huggingface.co", description="the Hugging Face Hub that hf.co/... pulls use"
+    )
+    memory_limit: int | None = Field(
+        None,
+        gt=0,
+        description="bytes of memory the runtime memory check of pull allows"
+        " (default: the machine's)",
+    )
+    operation_retention: float = Field(
+        3600.0, gt=0, description="seconds a finished pull, push or package stays watchable"
+    )
+    registry_timeout: float = Field(
+        30.0, gt=0, description="seconds without progress before a registry call fails"
+    )
     listen: list[str] = Field(
         default_factory=lambda: ["unix:///run/berth/modeld.sock"],
         description="unix:///path.sock or host:port (repeatable)",

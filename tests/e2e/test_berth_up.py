@@ -136,10 +136,16 @@ def test_status_and_version_report_every_daemon(up: Up) -> None:
 
 
 def test_a_planned_command_says_so_plainly(up: Up) -> None:
+    running = up.berth("model", "ps")
+    assert running.returncode == 1
+    assert "not available yet" in running.stderr
+    assert "inference" in running.stderr
+
+
+def test_the_model_store_answers_under_berth_up(up: Up) -> None:
     listed = up.berth("model", "ls")
-    assert listed.returncode == 1
-    assert "not available yet" in listed.stderr
-    assert "model store" in listed.stderr
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.split()[:2] == ["MODEL", "NAME"]
 
 
 def test_daemon_sockets_are_private_and_the_gateways_is_group_shared(up: Up) -> None:

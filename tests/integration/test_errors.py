@@ -23,6 +23,11 @@ IMPLEMENTED = {
     *(path for path in build_routes() if path.startswith("/berth.network.v1.")),
     "/berth.models.v1.SystemService/GetVersion",
     "/berth.models.v1.RunnerService/StreamLogs",
+    *(
+        path
+        for path in build_routes()
+        if path.startswith(("/berth.models.v1.ModelService/", "/berth.models.v1.OperationService/"))
+    ),
     "/berth.mcp.v1.SystemService/GetVersion",
     "/berth.mcp.v1.FeatureService/ListFeatures",
     "/berth.mcp.v1.FeatureService/EnableFeature",
@@ -44,7 +49,7 @@ IMPLEMENTED = {
 }
 CAPABILITIES = {
     "network": set(),
-    "models": {models_main.MODEL_STORE, models_main.INFERENCE},
+    "models": {models_main.INFERENCE},
     "mcp": {mcp_main.TOOLKIT, mcp_main.SECRETS},
 }
 

@@ -385,8 +385,9 @@ class RemoveModelRequest(_message.Message):
     """`docker model rm [-f] MODEL...`. All models are resolved first: if one is unknown, the
     call fails with NOT_FOUND and nothing is removed. A reference removes that tag; the model
     itself is deleted when no tag is left. An ID deletes the model and all its tags, which
-    needs `force` when it has more than one tag. A model loaded in an engine needs `force`
-    (the engine is unloaded); otherwise FAILED_PRECONDITION (reason MODEL_IN_USE).
+    needs `force` when it has more than one tag (else FAILED_PRECONDITION, MODEL_HAS_TAGS). A
+    model loaded in an engine needs `force` (the engine is unloaded); otherwise
+    FAILED_PRECONDITION (reason MODEL_IN_USE).
     """
 
     DESCRIPTOR: _descriptor.Descriptor

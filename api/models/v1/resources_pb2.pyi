@@ -44,9 +44,10 @@ class Backend(_Backend, metaclass=_BackendEnumTypeWrapper):
     prefix of the ID's hex as `docker model ls` shows it (12 characters).
 
     Errors follow protos/README.md; ErrorInfo domain "models.berth". Reasons used across the
-    domain: MODEL_NOT_FOUND, INVALID_REFERENCE, MODEL_IN_USE, RUNTIME_MEMORY_EXCEEDED,
-    REGISTRY_UNAUTHORIZED, DIGEST_MISMATCH, BACKEND_NOT_INSTALLED, UNSUPPORTED_FORMAT,
-    RUNNER_NOT_RUNNING, ENGINE_FAILED, OPERATION_NOT_FOUND.
+    domain: MODEL_NOT_FOUND, INVALID_REFERENCE, AMBIGUOUS_MODEL_ID, MODEL_HAS_TAGS, MODEL_IN_USE,
+    RUNTIME_MEMORY_EXCEEDED, REGISTRY_UNAUTHORIZED, REGISTRY_UNAVAILABLE, DIGEST_MISMATCH (code
+    DATA_LOSS), BACKEND_NOT_INSTALLED, UNSUPPORTED_FORMAT, RUNNER_NOT_RUNNING, ENGINE_FAILED,
+    OPERATION_NOT_FOUND.
 
     Backend is an inference engine. The CLI and the HTTP API (`/engines/{backend}/v1/...`)
     spell them "llama.cpp" and "vllm" (Docker's `--backend llama.cpp|vllm`).
@@ -491,11 +492,11 @@ class ModelConfig(_message.Message):
     quantization: _builtins.str
     """e.g. "Q4_K_M", "Q4_1", "BF16" (`ls` QUANTIZATION)."""
     parameters: _builtins.str
-    """Parameter count as Docker writes it, e.g. "134.52 M" (`ls` PARAMETERS)."""
+    """Parameter count as Docker writes it, e.g. "134.52M" (`ls` PARAMETERS)."""
     architecture: _builtins.str
     """e.g. "llama" (`ls` ARCHITECTURE; `general.architecture` in GGUF)."""
     size: _builtins.str
-    """Size as Docker writes it, e.g. "98.87 MiB"."""
+    """Size of the weights as Docker writes it, e.g. "92.10MiB"."""
     context_size: _builtins.int
     """Context length in tokens (`package --context-size`); absent = the model's own."""
     @_builtins.property
