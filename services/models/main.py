@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 
 from berth.api.models.v1 import (
     inference_service_pb2_grpc,
@@ -19,16 +20,20 @@ from berth.models.adapters.hub import HubClient
 from berth.models.adapters.registry import RegistryClient
 from berth.models.adapters.registry_credentials import own_credentials
 from berth.models.adapters.system_memory import total_memory
-from berth.models.domain.runner_log import RunnerLog
+from berth.models.domain.runner_log import LogLine, RunnerLog
+from berth.models.runner.engines import EngineManager
+from berth.models.runner.runner import Runner, RunnerConfig
 from berth.models.settings import ModeldSettings
 from berth.models.store.local import ModelStore
 from berth.models.store.operations import Operations
 from berth.models.store.service import ModelStoreService
+from berth.models.transport.inference import InferenceServicer
 from berth.models.transport.models import ModelServicer
+from berth.models.transport.openai_http import openai_app
 from berth.models.transport.operations import OperationServicer
 from berth.models.transport.runner import RunnerServicer
 
-INFERENCE = "inference with vLLM and llama.cpp"
+BENCH = "the benchmark of inference (`berth model bench`)"
 
 
 def build_runner(settings: ModeldSettings, log: RunnerLog) -> Daemon:
@@ -40,27 +45,44 @@ def build_runner(settings: ModeldSettings, log: RunnerLog) -> Daemon:
     store = ModelStore(ContentStore(settings.state_dir / "store"))
     limit = settings.memory_limit
     service = ModelStoreService(store, registry, hub, operations, lambda: limit or total_memory())
+    engines = EngineManager(
+        store,
+        settings.state_dir,
+        lambda source, line: log.publish(LogLine(line, source)),
+        default_keep_alive=timedelta(seconds=settings.keep_alive),
+        max_loaded=settings.max_loaded_models,
+        load_timeout_s=settings.engine_load_timeout,
+    )
+    store.in_use = engines.is_loaded
+    defaults = RunnerConfig(host=settings.openai_host, port=settings.openai_port)
+    runner = Runner(settings.state_dir, engines, openai_app(engines), defaults)
+
+    async def start() -> None:
+        engines.start()
+        await runner.boot()
 
     async def close() -> None:
+        await runner.stop(persist=False)
+        await engines.close()
         await operations.close()
         await registry.aclose()
 
     system = system_servicer(system_service_pb2_grpc, "berth-modeld", lifecycle)
+    inference = InferenceServicer(engines, runner.require_running)
     services = [
         registration(system_service_pb2_grpc, "SystemService", system),
         registration(
-            runner_service_pb2_grpc,
-            "RunnerService",
-            RunnerServicer(log, lifecycle),
-            planned=INFERENCE,
+            runner_service_pb2_grpc, "RunnerService", RunnerServicer(log, lifecycle, runner)
         ),
         registration(
             model_service_pb2_grpc, "ModelService", ModelServicer(service, own_credentials)
         ),
         registration(operation_service_pb2_grpc, "OperationService", OperationServicer(operations)),
-        registration(inference_service_pb2_grpc, "InferenceService", planned=INFERENCE),
+        registration(inference_service_pb2_grpc, "InferenceService", inference, planned=BENCH),
     ]
-    return Daemon("berth-modeld", settings, services, lifecycle=lifecycle, on_stop=[close])
+    return Daemon(
+        "berth-modeld", settings, services, lifecycle=lifecycle, on_start=[start], on_stop=[close]
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

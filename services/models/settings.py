@@ -34,6 +34,19 @@ class ModeldSettings(DaemonSettings):
     registry_timeout: float = Field(
         30.0, gt=0, description="seconds without progress before a registry call fails"
     )
+    openai_host: str = Field(
+        "127.0.0.1", description="address of the OpenAI-compatible HTTP API (the runner's --host)"
+    )
+    openai_port: int = Field(
+        12434, ge=0, le=65535, description="its port (the runner's --port; 0: any free port)"
+    )
+    keep_alive: float = Field(
+        300.0, description="seconds an idle engine stays loaded (negative: never unloads)"
+    )
+    max_loaded_models: int = Field(2, gt=0, description="engines loaded at once at most")
+    engine_load_timeout: float = Field(
+        300.0, gt=0, description="seconds an engine may take to load its model"
+    )
     listen: list[str] = Field(
         default_factory=lambda: ["unix:///run/berth/modeld.sock"],
         description="unix:///path.sock or host:port (repeatable)",

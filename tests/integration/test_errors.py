@@ -21,12 +21,10 @@ from tests.support.stack import Stack
 
 IMPLEMENTED = {
     *(path for path in build_routes() if path.startswith("/berth.network.v1.")),
-    "/berth.models.v1.SystemService/GetVersion",
-    "/berth.models.v1.RunnerService/StreamLogs",
     *(
         path
         for path in build_routes()
-        if path.startswith(("/berth.models.v1.ModelService/", "/berth.models.v1.OperationService/"))
+        if path.startswith("/berth.models.v1.") and not path.endswith("/BenchModel")
     ),
     "/berth.mcp.v1.SystemService/GetVersion",
     "/berth.mcp.v1.FeatureService/ListFeatures",
@@ -49,7 +47,7 @@ IMPLEMENTED = {
 }
 CAPABILITIES = {
     "network": set(),
-    "models": {models_main.INFERENCE},
+    "models": {models_main.BENCH},
     "mcp": {mcp_main.TOOLKIT, mcp_main.SECRETS},
 }
 

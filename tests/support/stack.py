@@ -80,11 +80,10 @@ def start_stack(root: Path, host: AgentHost, gateway_args: list[str] | None = No
     resolv_conf.write_text(UNREACHABLE_RESOLVER)
     try:
         for domain, (module, program) in DAEMONS.items():
-            extra = (
-                [*host.agent_args(), "--resolv-conf", str(resolv_conf)]
-                if domain == "network"
-                else []
-            )
+            extra = {
+                "network": [*host.agent_args(), "--resolv-conf", str(resolv_conf)],
+                "models": ["--openai-port", "0"],  # never the machine's 12434
+            }.get(domain, [])
             daemons[domain] = start(
                 program,
                 module,

@@ -73,7 +73,7 @@ def start_model_stack(root: Path, modeld_args: Sequence[str] = ()) -> ModelStack
         "modeld",
         "berth.models.main",
         run / "modeld.sock",
-        ["--state-dir", str(root / "models"), *modeld_args],
+        ["--state-dir", str(root / "models"), "--openai-port", "0", *modeld_args],
         root,
         env={"DOCKER_CONFIG": str(root / "daemon-docker-config")},
     )

@@ -1,0 +1,196 @@
+"""The runner: its configuration, whether it runs, its backends, and its status.
+
+"Installed" means a backend was made available and the configuration written
+(`<state-dir>/runner.json`); "running" means the OpenAI-compatible HTTP API answers and
+inference is served. The model store works either way. berth-modeld installs and starts the
+runner with its defaults when it starts and nothing is installed yet, so a fresh host serves
+at once (Docker's CLI does the same implicitly).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+from starlette.applications import Starlette
+
+from berth.common.errors import BerthError, FailedPrecondition
+from berth.models.adapters.system_memory import total_memory
+from berth.models.domain.engines import BACKENDS, LLAMA_CPP
+from berth.models.runner.engines import EngineManager
+from berth.models.transport.http_server import HttpServer
+
+log = structlog.get_logger("berth.models.runner")
+
+# The Python package of each backend: installed means importable in berth-modeld's venv.
+PACKAGES = {LLAMA_CPP: ("llama_cpp", "llama_cpp_python"), "vllm": ("vllm", "vllm")}
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    installed: bool = False
+    running: bool = False
+    default_backend: str = LLAMA_CPP
+    gpu: str = "auto"
+    host: str = "127.0.0.1"
+    port: int = 12434
+    debug: bool = False
+    do_not_track: bool = False
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    name: str
+    installed: bool
+    version: str
+    running: bool
+
+
+class RunnerNotRunning(FailedPrecondition):
+    default_reason = "RUNNER_NOT_RUNNING"
+
+
+class BackendNotInstalled(FailedPrecondition):
+    default_reason = "BACKEND_NOT_INSTALLED"
+
+
+def backend_status(name: str, running: bool) -> BackendStatus:
+    module, distribution = PACKAGES[name]
+    if importlib.util.find_spec(module) is None:
+        return BackendStatus(name, False, "", False)
+    try:
+        version = importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        version = ""
+    return BackendStatus(name, True, version, running)
+
+
+class Runner:
+    def __init__(
+        self,
+        state_dir: Path,
+        engines: EngineManager,
+        app: Starlette,
+        defaults: RunnerConfig,
+        memory_total: Callable[[], int] = total_memory,
+    ) -> None:
+        self.engines = engines
+        self._file = state_dir / "runner.json"
+        self._app = app
+        self._defaults = defaults
+        self._memory_total = memory_total
+        self.config = self._load()
+        self.http: HttpServer | None = None
+        self.endpoint = ""
+        self.bound_port = 0
+        self.start_time: datetime | None = None
+
+    # --- life ---
+
+    async def boot(self) -> None:
+        """At daemon start: install with the defaults when nothing is, start if it ran."""
+        if (
+            not self.config.installed
+            and backend_status(self._defaults.default_backend, False).installed
+        ):
+            self.config = replace(self._defaults, installed=True, running=True)
+            self._save()
+        if self.config.running:
+            try:
+                await self.start()
+            except (BerthError, OSError) as error:  # e.g. the port is taken: serve the rest
+                log.error("runner_not_started", error=str(error))
+
+    async def install(self, config: RunnerConfig) -> None:
+        self.require_backend(config.default_backend)
+        await self.stop()
+        self.config = replace(config, installed=True, running=True)
+        self._save()
+        await self.start()
+
+    async def start(self, changes: dict[str, object] | None = None) -> None:
+        if not self.config.installed:
+            raise FailedPrecondition(
+                "the runner is not installed: run `berth model install-runner`",
+                reason="RUNNER_NOT_INSTALLED",
+            )
+        wanted = replace(self.config, **(changes or {}), running=True)
+        self.require_backend(wanted.default_backend)
+        if self.http is not None and wanted == self.config:
+            return
+        await self.stop(persist=False)
+        self.http = HttpServer(self._app, wanted.host, wanted.port)
+        host, port = await self.http.start()
+        self.endpoint = f"http://{host}:{port}"
+        self.bound_port = port
+        self.start_time = datetime.now(UTC)
+        self.config = wanted
+        self._save()
+
+    async def stop(self, persist: bool = True) -> None:
+        await self.engines.unload()
+        if self.http is not None:
+            await self.http.stop()
+            self.http = None
+        self.endpoint = ""
+        self.bound_port = 0
+        if persist and self.config.running:
+            self.config = replace(self.config, running=False)
+            self._save()
+
+    async def uninstall(self) -> None:
+        await self.stop()
+        self.config = RunnerConfig()
+        self._file.unlink(missing_ok=True)
+
+    # --- checks ---
+
+    def require_running(self) -> None:
+        if self.http is None:
+            raise RunnerNotRunning(
+                "the model runner is not running: start it with `berth model start-runner`"
+            )
+
+    def require_backend(self, name: str) -> None:
+        if name not in BACKENDS or not backend_status(name, False).installed:
+            raise BackendNotInstalled(
+                f"the {name} backend is not installed on this host (its Python package"
+                f" {PACKAGES.get(name, (name,))[0]!r} is missing from berth-modeld's"
+                " environment)",
+                metadata={"backend": name},
+            )
+
+    # --- status ---
+
+    def backends(self) -> list[BackendStatus]:
+        busy = {engine.use.key.backend for engine in self.engines.engines()}
+        return [backend_status(name, name in busy) for name in BACKENDS]
+
+    def memory(self) -> tuple[int, int]:
+        """(total, available) bytes of host memory."""
+        total = self._memory_total()
+        pages = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return total, min(total, pages)
+
+    # --- the file ---
+
+    def _load(self) -> RunnerConfig:
+        try:
+            data = json.loads(self._file.read_text())
+            return RunnerConfig(
+                **{k: v for k, v in data.items() if k in RunnerConfig.__dataclass_fields__}
+            )
+        except (FileNotFoundError, ValueError, TypeError):
+            return RunnerConfig(**{**asdict(self._defaults), "installed": False, "running": False})
+
+    def _save(self) -> None:
+        temporary = self._file.with_suffix(".tmp")
+        temporary.write_text(json.dumps(asdict(self.config), indent=1))
+        os.replace(temporary, self._file)
