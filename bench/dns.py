@@ -40,7 +40,7 @@ from berth.api.network.v1 import network_service_pb2_grpc as npb_grpc
 from berth.api.network.v1 import sandbox_service_pb2 as spb
 from berth.api.network.v1 import sandbox_service_pb2_grpc as spb_grpc
 from tests.support.hostns import AgentHost, host_namespace
-from tests.support.processes import DaemonProcess, poll, start
+from tests.support.processes import DaemonProcess, poll, start, stop_process
 
 SUBNET = IPv4Network("10.234.0.0/24")
 NETWORK = "bench-dns"
@@ -196,12 +196,7 @@ def dnsmasq(root: Path, netns: str, address: str) -> Iterator[int]:
             raise RuntimeError(f"dnsmasq exited: {log_path.read_text()}")
         yield process.pid  # ip netns exec execs dnsmasq: the same process
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 # the load

@@ -70,7 +70,7 @@ from berth.network.domain.overlay import ClusterEndpoint
 from berth.network.overlay.link import Change, ClusterLink, Timing
 from tests.support.cluster import UNDERLAY_DEVICE, Cluster, ClusterHost, running_cluster
 from tests.support.hostns import NETNS_DIR
-from tests.support.processes import free_port, poll
+from tests.support.processes import free_port, poll, stop_process
 from tests.support.redis import redis_server
 
 OVERLAY_SUBNET = "10.236.0.0/16"
@@ -161,12 +161,7 @@ def iperf_server(netns: str) -> Iterator[None]:
             raise RuntimeError(f"iperf3 -s in {netns} exited with {process.returncode}")
         yield
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 def iperf(path: IperfPath, seconds: float) -> float:

@@ -34,7 +34,7 @@ from berth.api.network.v1 import sandbox_service_pb2 as spb
 from berth.api.network.v1 import system_service_pb2 as sys_pb
 from berth.api.network.v1 import system_service_pb2_grpc as sys_grpc
 from tests.integration.network.netclient import DnsNetClient, endpoint_config
-from tests.support.hostns import leftovers, remove_everything, unique_prefix
+from tests.support.hostns import leftovers, netns_run, remove_everything, unique_prefix
 from tests.support.processes import DaemonProcess, start
 from tests.support.redis import RedisServer
 from tests.support.stack import UNREACHABLE_RESOLVER
@@ -343,12 +343,7 @@ class ClusterHost:
 
     def run(self, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """A command in the host's namespace (not checked)."""
-        return subprocess.run(
-            ["ip", "netns", "exec", self.netns, *argv],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        return netns_run(self.netns, *argv, timeout=timeout)
 
     def ip(self, *argv: str) -> subprocess.CompletedProcess[str]:
         """`ip -n HOST ...` (checked)."""

@@ -29,12 +29,14 @@ class AgentHost:
         return ["--netns", self.netns, "--name-prefix", self.prefix]
 
     def run(self, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["ip", "netns", "exec", self.netns, *argv],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        return netns_run(self.netns, *argv, timeout=timeout)
+
+
+def netns_run(netns: str, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """A command in a network namespace, its output captured (not checked)."""
+    return subprocess.run(
+        ["ip", "netns", "exec", netns, *argv], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def unique_prefix() -> str:
@@ -73,12 +75,7 @@ class Outside:
     address: str  # this host's own
 
     def run(self, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["ip", "netns", "exec", self.netns, *argv],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        return netns_run(self.netns, *argv, timeout=timeout)
 
 
 @contextmanager

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.processes import stop_process
+
 READY_TIMEOUT_S = 10.0
 
 
@@ -59,14 +61,8 @@ class RedisServer:
             time.sleep(0.02)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            stop_process(self.process)
 
     def cli(self, *command: str) -> str:
         """redis-cli's answer to one command ('' when the server cannot be reached)."""

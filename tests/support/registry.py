@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx2
 import yaml
 
-from tests.support.processes import free_port, poll
+from tests.support.processes import free_port, poll, stop_process
 from tests.support.token_server import TokenServer, token_server
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
@@ -118,13 +118,7 @@ class RegistryServer:
         return self.process.poll() is None
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 def _htpasswd_file(folder: Path, users: dict[str, str]) -> Path:

@@ -23,14 +23,14 @@ from starlette.applications import Starlette
 
 from berth.common.errors import BerthError, FailedPrecondition
 from berth.models.adapters.system_memory import total_memory
-from berth.models.domain.engines import BACKENDS, LLAMA_CPP
+from berth.models.domain.engines import BACKENDS, LLAMA_CPP, VLLM
 from berth.models.runner.engines import EngineManager
 from berth.models.transport.http_server import HttpServer
 
 log = structlog.get_logger("berth.models.runner")
 
 # The Python package of each backend: installed means importable in berth-modeld's venv.
-PACKAGES = {LLAMA_CPP: ("llama_cpp", "llama_cpp_python"), "vllm": ("vllm", "vllm")}
+PACKAGES = {LLAMA_CPP: ("llama_cpp", "llama_cpp_python"), VLLM: ("vllm", "vllm")}
 
 
 @dataclass(frozen=True)

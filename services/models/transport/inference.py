@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import aclosing
+from contextlib import AbstractAsyncContextManager, aclosing
 from typing import Any
 
 import grpc.aio
@@ -39,7 +39,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
     ) -> AsyncIterator[pb.ChatResponse]:
         self.require_running()
         messages = _messages(request)
-        async with self._acquire(request.model, request.backend, request) as lease:
+        async with lease_for(self.engines, request) as lease:
             sampling = _sampling(request.sampling)
             body = openai.chat_body(lease.model, messages, sampling, lease.backend)
             answer = _Answer("chatcmpl", lease, request.stream)
@@ -52,7 +52,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
     ) -> AsyncIterator[pb.GenerateResponse]:
         self.require_running()
         _require(request.model, "model")
-        async with self._acquire(request.model, request.backend, request) as lease:
+        async with lease_for(self.engines, request) as lease:
             sampling = _sampling(request.sampling)
             body = openai.completion_body(lease.model, request.prompt, sampling, lease.backend)
             answer = _Answer("cmpl", lease, request.stream)
@@ -67,13 +67,7 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         _require(request.model, "model")
         if not request.inputs:
             raise InvalidArgument([FieldViolation("inputs", "at least one input is required")])
-        keep_alive = request.keep_alive.ToTimedelta() if request.HasField("keep_alive") else None
-        async with self.engines.acquire(
-            request.model,
-            backend=BACKEND_NAMES.get(request.backend),
-            embedding=True,
-            keep_alive=keep_alive,
-        ) as lease:
+        async with lease_for(self.engines, request, embedding=True) as lease:
             body: dict[str, Any] = {"model": lease.model, "input": list(request.inputs)}
             if request.HasField("dimensions"):
                 body["dimensions"] = request.dimensions
@@ -87,13 +81,19 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
             usage=pb.Usage(prompt_tokens=prompt, total_tokens=prompt),
         )
 
-    def _acquire(self, model: str, backend: int, request: Any) -> Any:
-        keep_alive = None
-        if request.HasField("keep_alive"):
-            keep_alive = request.keep_alive.ToTimedelta()
-        return self.engines.acquire(
-            model, backend=BACKEND_NAMES.get(backend), keep_alive=keep_alive
-        )
+
+def lease_for(
+    engines: EngineManager, request: Any, embedding: bool = False
+) -> AbstractAsyncContextManager[Lease]:
+    """The engine a request asks for (Chat, Generate, Embed, RunModel all carry `model`,
+    `backend` and `keep_alive`)."""
+    keep_alive = request.keep_alive.ToTimedelta() if request.HasField("keep_alive") else None
+    return engines.acquire(
+        request.model,
+        backend=BACKEND_NAMES.get(request.backend),
+        embedding=embedding,
+        keep_alive=keep_alive,
+    )
 
 
 class _Answer:

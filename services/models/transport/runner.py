@@ -15,11 +15,11 @@ from berth.api.models.v1 import runner_service_pb2 as pb
 from berth.api.models.v1 import runner_service_pb2_grpc as pb_grpc
 from berth.common.errors import FieldViolation, InvalidArgument, NotYetAvailable
 from berth.common.server import Lifecycle
-from berth.models.domain.engines import FORMATS, LLAMA_CPP, EngineState
+from berth.models.domain.engines import FORMATS, EngineKey, EngineState
 from berth.models.domain.runner_log import LogLine, RunnerLog, wanted
 from berth.models.runner.engines import Engine
 from berth.models.runner.runner import BackendStatus, Runner, RunnerConfig
-from berth.models.transport.inference import BACKEND_NAMES, BACKEND_VALUES
+from berth.models.transport.inference import BACKEND_NAMES, BACKEND_VALUES, lease_for
 
 GPU_NAMES = {res.GPU_MODE_AUTO: "auto", res.GPU_MODE_NONE: "none", res.GPU_MODE_CUDA: "cuda"}
 GPU_VALUES = {name: value for value, name in GPU_NAMES.items()}
@@ -135,16 +135,10 @@ class RunnerServicer(pb_grpc.RunnerServiceServicer):
         self.runner.require_running()
         if not request.model:
             raise InvalidArgument([FieldViolation("model", "is required")])
-        keep_alive = request.keep_alive.ToTimedelta() if request.HasField("keep_alive") else None
-        async with self.runner.engines.acquire(
-            request.model,
-            backend=BACKEND_NAMES.get(request.backend),
-            embedding=request.mode == res.ENGINE_MODE_EMBEDDING,
-            keep_alive=keep_alive,
-        ) as lease:
-            engine = next(
-                e for e in self.runner.engines.engines() if e.use.key.model_id == lease.model_id
-            )
+        embedding = request.mode == res.ENGINE_MODE_EMBEDDING
+        async with lease_for(self.runner.engines, request, embedding) as lease:
+            key = EngineKey(lease.model_id, lease.backend, embedding)
+            engine = next(e for e in self.runner.engines.engines() if e.use.key == key)
         return pb.RunModelResponse(engine=engine_message(engine))
 
     async def UnloadModel(
@@ -206,11 +200,12 @@ class RunnerServicer(pb_grpc.RunnerServiceServicer):
     def _install_config(
         self, request: pb.InstallRunnerRequest | pb.ReinstallRunnerRequest
     ) -> RunnerConfig:
+        defaults = RunnerConfig()
         return RunnerConfig(
-            default_backend=BACKEND_NAMES.get(request.backend, LLAMA_CPP),
-            gpu=_gpu(request.gpu) if request.gpu else "auto",
-            host=request.host or "127.0.0.1",
-            port=request.port if request.HasField("port") else 12434,
+            default_backend=BACKEND_NAMES.get(request.backend, defaults.default_backend),
+            gpu=_gpu(request.gpu) if request.gpu else defaults.gpu,
+            host=request.host or defaults.host,
+            port=request.port if request.HasField("port") else defaults.port,
             debug=request.debug,
             do_not_track=request.do_not_track,
         )

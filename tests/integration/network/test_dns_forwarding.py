@@ -18,6 +18,7 @@ import pytest
 from berth.api.network.v1 import sandbox_service_pb2 as spb
 from tests.integration.network.netclient import PY, DnsNetClient, attachment
 from tests.support.hostns import Outside
+from tests.support.processes import stop_process
 from tests.support.stack import Stack
 
 UPSTREAM_NAME = "upstream.test"
@@ -156,17 +157,7 @@ def server(netns: str, argv: Sequence[str], ready: str) -> Iterator[subprocess.P
         assert ready in first, f"{argv[0]} did not start: {first!r} {process.poll()}"
         yield process
     finally:
-        stop(process)
-
-
-def stop(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=5)
 
 
 @contextmanager
@@ -196,7 +187,7 @@ def dnsmasq(outside: Outside) -> Iterator[subprocess.Popen[str]]:
         wait_answering(outside)
         yield process
     finally:
-        stop(process)
+        stop_process(process, timeout=5)
 
 
 def wait_answering(outside: Outside) -> None:
@@ -258,7 +249,7 @@ def test_a_silent_upstream_gives_servfail_not_a_hang(
     silent = [PY, "-c", SILENT_SERVER, outside.address]
     with server(outside.netns, silent, "ready") as process:
         answer = dns.dig(asker, *SLOW_DIG, UPSTREAM_NAME)
-        stop(process)
+        stop_process(process, timeout=5)
         received = int(process.communicate()[0])
     assert (answer.status, answer.answers) == ("SERVFAIL", [])
     assert received >= 1, "the query was forwarded to the silent server"
