@@ -3,13 +3,20 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
+# The vLLM backend lives in its own environment (see tools/setup-vllm.sh).
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.setup-done
 STATE_DIR ?= /var/lib/berth
 SOCKET ?= /run/berth/berth.sock
 PYTEST_ARGS ?=
 
 .PHONY: setup run test unit lint protos bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(VLLM_STAMP)
+
+$(VLLM_STAMP): tools/setup-vllm.sh
+	bash tools/setup-vllm.sh $(VLLM_VENV)
+	touch $(VLLM_STAMP)
 
 $(STAMP): pyproject.toml package.json tools/setup-system.sh
 	bash tools/setup-system.sh
@@ -21,7 +28,7 @@ $(STAMP): pyproject.toml package.json tools/setup-system.sh
 	touch $(STAMP)
 
 run: setup
-	$(VENV)/bin/berth up --state-dir $(STATE_DIR) --socket $(SOCKET)
+	BERTH_MODELD_VLLM_PYTHON=$(VLLM_VENV)/bin/python $(VENV)/bin/berth up --state-dir $(STATE_DIR) --socket $(SOCKET)
 
 test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -44,4 +51,4 @@ bench: setup
 	$(PY) -m bench.model_store
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) .cache .pytest_cache .ruff_cache

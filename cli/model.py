@@ -249,6 +249,13 @@ def run(
             help="Do not block pull if estimated runtime memory exceeds system resources",
         ),
     ] = False,
+    system: Annotated[
+        str | None, typer.Option("--system", help="A system message before the conversation")
+    ] = None,
+    temperature: Annotated[
+        float | None,
+        typer.Option("--temperature", min=0.0, help="Sampling temperature (0: always the same)"),
+    ] = None,
 ) -> None:
     """Run a model and interact with it using a submitted prompt or chat mode."""
     if detach:
@@ -264,6 +271,8 @@ def run(
         color=model_chat.use_color(color, sys.stdout),
         debug=debug,
         ignore_memory_check=ignore_runtime_memory_check,
+        system=system,
+        temperature=temperature,
     )
     if prompt:
         session.ask(prompt)
@@ -491,7 +500,7 @@ def uninstall_runner(
 ) -> None:
     """Uninstall the model runner."""
     request = runner_pb.UninstallRunnerRequest(models=models, images=images)
-    print_lines(model_render.uninstall_lines(_runner().UninstallRunner(request)))
+    print_lines(model_render.uninstall_lines(_runner().UninstallRunner(request), images))
 
 
 @app.command()

@@ -127,6 +127,9 @@ class ChatSession:
     color: bool = False
     debug: bool = False
     ignore_memory_check: bool = False
+    # berth's own `run --system` and `--temperature` (Docker's run has neither).
+    system: str | None = None
+    temperature: float | None = None
     history: list[inf.ChatMessage] = field(default_factory=list)
     _started: float = 0.0
 
@@ -146,7 +149,11 @@ class ChatSession:
         return answer
 
     def request(self) -> inf.ChatRequest:
-        return inf.ChatRequest(model=self.model, messages=self.history, stream=True)
+        messages = list(self.history)
+        if self.system is not None:
+            messages.insert(0, inf.ChatMessage(role=inf.CHAT_ROLE_SYSTEM, content=self.system))
+        sampling = inf.SamplingParams(temperature=self.temperature)
+        return inf.ChatRequest(model=self.model, messages=messages, sampling=sampling, stream=True)
 
     def _open(self) -> tuple[Any, inf.ChatResponse | None]:
         self._started = time.monotonic()

@@ -199,9 +199,11 @@ def stop_lines(response: runner_pb.StopRunnerResponse) -> list[str]:
     return ["Model runner stopped"] + [f"Deleted: {mid}" for mid in response.deleted_models]
 
 
-def uninstall_lines(response: runner_pb.UninstallRunnerResponse) -> list[str]:
+def uninstall_lines(response: runner_pb.UninstallRunnerResponse, images: bool = False) -> list[str]:
     lines = ["Model runner uninstalled"]
     lines += [f"Removed backend: {backend_name(b)}" for b in response.removed_backends]
+    if images and not response.removed_backends:
+        lines.append("No backend was installed by berth (they come with the host): none removed")
     return lines + [f"Deleted: {mid}" for mid in response.deleted_models]
 
 

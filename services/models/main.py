@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 
 from berth.api.models.v1 import (
     inference_service_pb2_grpc,
@@ -21,6 +24,8 @@ from berth.models.adapters.registry import RegistryClient
 from berth.models.adapters.registry_credentials import own_credentials
 from berth.models.adapters.system_memory import total_memory
 from berth.models.domain.runner_log import LogLine, RunnerLog
+from berth.models.engines.backends import EngineHost
+from berth.models.runner.bench import Bench
 from berth.models.runner.engines import EngineManager
 from berth.models.runner.runner import Runner, RunnerConfig
 from berth.models.settings import ModeldSettings
@@ -33,8 +38,6 @@ from berth.models.transport.openai_http import openai_app
 from berth.models.transport.operations import OperationServicer
 from berth.models.transport.runner import RunnerServicer
 
-BENCH = "the benchmark of inference (`berth model bench`)"
-
 
 def build_runner(settings: ModeldSettings, log: RunnerLog) -> Daemon:
     log.bind_loop()
@@ -45,10 +48,15 @@ def build_runner(settings: ModeldSettings, log: RunnerLog) -> Daemon:
     store = ModelStore(ContentStore(settings.state_dir / "store"))
     limit = settings.memory_limit
     service = ModelStoreService(store, registry, hub, operations, lambda: limit or total_memory())
+    host = EngineHost(
+        vllm_python=settings.vllm_python or Path(sys.executable),
+        vllm_args=tuple(shlex.split(settings.vllm_args)),
+    )
     engines = EngineManager(
         store,
         settings.state_dir,
         lambda source, line: log.publish(LogLine(line, source)),
+        host,
         default_keep_alive=timedelta(seconds=settings.keep_alive),
         max_loaded=settings.max_loaded_models,
         load_timeout_s=settings.engine_load_timeout,
@@ -68,7 +76,8 @@ def build_runner(settings: ModeldSettings, log: RunnerLog) -> Daemon:
         await registry.aclose()
 
     system = system_servicer(system_service_pb2_grpc, "berth-modeld", lifecycle)
-    inference = InferenceServicer(engines, runner.require_running)
+    bench = Bench(engines, operations, runner.require_running)
+    inference = InferenceServicer(engines, runner.require_running, bench)
     services = [
         registration(system_service_pb2_grpc, "SystemService", system),
         registration(
@@ -78,7 +87,7 @@ def build_runner(settings: ModeldSettings, log: RunnerLog) -> Daemon:
             model_service_pb2_grpc, "ModelService", ModelServicer(service, own_credentials)
         ),
         registration(operation_service_pb2_grpc, "OperationService", OperationServicer(operations)),
-        registration(inference_service_pb2_grpc, "InferenceService", inference, planned=BENCH),
+        registration(inference_service_pb2_grpc, "InferenceService", inference),
     ]
     return Daemon(
         "berth-modeld", settings, services, lifecycle=lifecycle, on_start=[start], on_stop=[close]

@@ -47,6 +47,16 @@ class ModeldSettings(DaemonSettings):
     engine_load_timeout: float = Field(
         300.0, gt=0, description="seconds an engine may take to load its model"
     )
+    vllm_python: Path | None = Field(
+        None,
+        description="the Python of the environment vLLM is installed in (default: berth-modeld's"
+        " own)",
+    )
+    vllm_args: str = Field(
+        "",
+        description="more vLLM arguments for every vLLM engine, e.g. --enforce-eager (given"
+        " last, they override berth's)",
+    )
     listen: list[str] = Field(
         default_factory=lambda: ["unix:///run/berth/modeld.sock"],
         description="unix:///path.sock or host:port (repeatable)",

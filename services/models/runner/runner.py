@@ -9,8 +9,6 @@ at once (Docker's CLI does the same implicitly).
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import json
 import os
 from collections.abc import Callable
@@ -23,14 +21,12 @@ from starlette.applications import Starlette
 
 from berth.common.errors import BerthError, FailedPrecondition
 from berth.models.adapters.system_memory import total_memory
-from berth.models.domain.engines import BACKENDS, LLAMA_CPP, VLLM
+from berth.models.domain.engines import BACKENDS, LLAMA_CPP
+from berth.models.engines.backends import BackendNotInstalled, gpu_present
 from berth.models.runner.engines import EngineManager
 from berth.models.transport.http_server import HttpServer
 
 log = structlog.get_logger("berth.models.runner")
-
-# The Python package of each backend: installed means importable in berth-modeld's venv.
-PACKAGES = {LLAMA_CPP: ("llama_cpp", "llama_cpp_python"), VLLM: ("vllm", "vllm")}
 
 
 @dataclass(frozen=True)
@@ -51,25 +47,15 @@ class BackendStatus:
     installed: bool
     version: str
     running: bool
+    device: str  # "cpu" | "cuda"
 
 
 class RunnerNotRunning(FailedPrecondition):
     default_reason = "RUNNER_NOT_RUNNING"
 
 
-class BackendNotInstalled(FailedPrecondition):
-    default_reason = "BACKEND_NOT_INSTALLED"
-
-
-def backend_status(name: str, running: bool) -> BackendStatus:
-    module, distribution = PACKAGES[name]
-    if importlib.util.find_spec(module) is None:
-        return BackendStatus(name, False, "", False)
-    try:
-        version = importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        version = ""
-    return BackendStatus(name, True, version, running)
+class NoGpu(FailedPrecondition):
+    default_reason = "GPU_NOT_FOUND"
 
 
 class Runner:
@@ -80,8 +66,10 @@ class Runner:
         app: Starlette,
         defaults: RunnerConfig,
         memory_total: Callable[[], int] = total_memory,
+        has_gpu: Callable[[], bool] = gpu_present,
     ) -> None:
         self.engines = engines
+        self._has_gpu = has_gpu
         self._file = state_dir / "runner.json"
         self._app = app
         self._defaults = defaults
@@ -98,7 +86,7 @@ class Runner:
         """At daemon start: install with the defaults when nothing is, start if it ran."""
         if (
             not self.config.installed
-            and backend_status(self._defaults.default_backend, False).installed
+            and self.engines.host.installation(self._defaults.default_backend) is not None
         ):
             self.config = replace(self._defaults, installed=True, running=True)
             self._save()
@@ -110,6 +98,7 @@ class Runner:
 
     async def install(self, config: RunnerConfig) -> None:
         self.require_backend(config.default_backend)
+        self.require_gpu(config.gpu)
         await self.stop()
         self.config = replace(config, installed=True, running=True)
         self._save()
@@ -123,9 +112,11 @@ class Runner:
             )
         wanted = replace(self.config, **(changes or {}), running=True)
         self.require_backend(wanted.default_backend)
+        self.require_gpu(wanted.gpu)
         if self.http is not None and wanted == self.config:
             return
         await self.stop(persist=False)
+        self.engines.host = replace(self.engines.host, gpu=wanted.gpu)
         self.http = HttpServer(self._app, wanted.host, wanted.port)
         host, port = await self.http.start()
         self.endpoint = f"http://{host}:{port}"
@@ -145,6 +136,11 @@ class Runner:
             self.config = replace(self.config, running=False)
             self._save()
 
+    async def remove_models(self) -> list[str]:
+        """Every model out of the store (`--models`): the IDs deleted."""
+        purge = await self.engines.store.purge(force=True)
+        return list(purge.removal.deleted)
+
     async def uninstall(self) -> None:
         await self.stop()
         self.config = RunnerConfig()
@@ -159,19 +155,26 @@ class Runner:
             )
 
     def require_backend(self, name: str) -> None:
-        if name not in BACKENDS or not backend_status(name, False).installed:
-            raise BackendNotInstalled(
-                f"the {name} backend is not installed on this host (its Python package"
-                f" {PACKAGES.get(name, (name,))[0]!r} is missing from berth-modeld's"
-                " environment)",
-                metadata={"backend": name},
-            )
+        if name not in BACKENDS:
+            raise BackendNotInstalled(f"there is no {name} backend", metadata={"backend": name})
+        self.engines.host.require(name)
+
+    def require_gpu(self, gpu: str) -> None:
+        if gpu == "cuda" and not self._has_gpu():
+            raise NoGpu("--gpu cuda: this host has no NVIDIA GPU", metadata={"gpu": gpu})
 
     # --- status ---
 
     def backends(self) -> list[BackendStatus]:
         busy = {engine.use.key.backend for engine in self.engines.engines()}
-        return [backend_status(name, name in busy) for name in BACKENDS]
+        return [self._backend_status(name, name in busy) for name in BACKENDS]
+
+    def _backend_status(self, name: str, running: bool) -> BackendStatus:
+        found = self.engines.host.installation(name)
+        if found is None:
+            return BackendStatus(name, False, "", False, "cpu")
+        on_gpu = not found.cpu_only and self.config.gpu != "none" and self._has_gpu()
+        return BackendStatus(name, True, found.version, running, "cuda" if on_gpu else "cpu")
 
     def memory(self) -> tuple[int, int]:
         """(total, available) bytes of host memory."""

@@ -16,11 +16,11 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from berth.common.errors import BerthError, Code, NotFound
-from berth.models.domain.operations import Kind, ModelResult, Operation
+from berth.models.domain.operations import Kind, Operation, Result
 
 log = structlog.get_logger("berth.models.operations")
 
-Work = Callable[[Operation], Awaitable[ModelResult]]
+Work = Callable[[Operation], Awaitable[Result]]
 
 
 class OperationCancelled(BerthError):
@@ -28,7 +28,8 @@ class OperationCancelled(BerthError):
     default_reason = "CANCELLED"
 
     def __init__(self, operation: Operation) -> None:
-        super().__init__(f"operation {operation.id} was cancelled; nothing was stored")
+        stored = "" if operation.kind is Kind.BENCH_MODEL else "; nothing was stored"
+        super().__init__(f"operation {operation.id} was cancelled{stored}")
 
 
 class Operations:
@@ -129,6 +130,9 @@ class Operations:
 
 
 def kind_verb(kind: Kind) -> str:
-    return {Kind.PULL_MODEL: "Pulled", Kind.PUSH_MODEL: "Pushed", Kind.PACKAGE_MODEL: "Packaged"}[
-        kind
-    ]
+    return {
+        Kind.PULL_MODEL: "Pulled",
+        Kind.PUSH_MODEL: "Pushed",
+        Kind.PACKAGE_MODEL: "Packaged",
+        Kind.BENCH_MODEL: "Benchmarked",
+    }[kind]

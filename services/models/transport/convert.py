@@ -1,4 +1,4 @@
-"""Domain objects of the model store as berth.models.v1 messages, and back."""
+"""Domain objects of the model store (and of bench) as berth.models.v1 messages, and back."""
 
 from __future__ import annotations
 
@@ -7,17 +7,22 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from berth.api.models.v1 import operation_service_pb2 as ops_pb
 from berth.api.models.v1 import resources_pb2 as res
 from berth.common.credentials import RegistryCredentials
 from berth.models.domain.artifact import Descriptor, Manifest
+from berth.models.domain.bench import BenchResult, LevelResult
+from berth.models.domain.engines import LLAMA_CPP, VLLM
 from berth.models.domain.model_config import ModelConfig
 from berth.models.domain.operations import Event, Kind, LayerProgress, Operation
 from berth.models.store.local import ModelView
 
 _FORMATS = {"gguf": res.MODEL_FORMAT_GGUF, "safetensors": res.MODEL_FORMAT_SAFETENSORS}
+BACKEND_NAMES = {res.BACKEND_LLAMA_CPP: LLAMA_CPP, res.BACKEND_VLLM: VLLM}
+BACKEND_VALUES = {name: value for value, name in BACKEND_NAMES.items()}
 
 
 def timestamp(moment: datetime | None) -> Timestamp | None:
@@ -97,12 +102,62 @@ def event_message(event: Event) -> res.OperationEvent:
         total_bytes=event.total_bytes,
         completed_bytes=event.completed_bytes,
     )
-    if event.result is not None:
+    if isinstance(event.result, BenchResult):
+        message.result.bench.CopyFrom(bench_result_message(event.result))
+    elif event.result is not None:
         message.result.model.CopyFrom(
             res.ModelResult(
                 model=event.result.model, id=event.result.id, size_bytes=event.result.size_bytes
             )
         )
+    return message
+
+
+def event_messages(event: Event) -> list[res.OperationEvent]:
+    """The event as messages: one, or one per bench level it finished (a message holds one)."""
+    message = event_message(event)
+    if not event.bench_levels:
+        return [message]
+    found = []
+    for level in event.bench_levels:
+        each = res.OperationEvent()
+        each.CopyFrom(message)
+        each.bench_level.CopyFrom(bench_level_message(level))
+        found.append(each)
+    return found
+
+
+def bench_level_message(level: LevelResult) -> res.BenchLevelResult:
+    return res.BenchLevelResult(
+        concurrency=level.concurrency,
+        duration=duration(level.duration_s),
+        requests=level.requests,
+        failed_requests=level.failed_requests,
+        prompt_tokens=level.prompt_tokens,
+        completion_tokens=level.completion_tokens,
+        tokens_per_second=level.tokens_per_second,
+        request_tokens_per_second=level.request_tokens_per_second,
+        requests_per_second=level.requests_per_second,
+        ttft_p50=duration(level.ttft_p50_s),
+        ttft_p99=duration(level.ttft_p99_s),
+        latency_p50=duration(level.latency_p50_s),
+        latency_p99=duration(level.latency_p99_s),
+    )
+
+
+def bench_result_message(result: BenchResult) -> res.BenchResult:
+    return res.BenchResult(
+        model=result.model,
+        model_id=result.model_id,
+        backend=BACKEND_VALUES.get(result.backend, res.BACKEND_UNSPECIFIED),
+        prompt=result.prompt,
+        levels=[bench_level_message(level) for level in result.levels],
+    )
+
+
+def duration(seconds: float) -> Duration:
+    message = Duration()
+    message.FromNanoseconds(round(seconds * 1e9))
     return message
 
 
@@ -149,4 +204,5 @@ async def operation_events(operation: Operation) -> AsyncIterator[res.OperationE
     async for event in operation.watch():
         if event.error is not None:
             raise event.error
-        yield event_message(event)
+        for message in event_messages(event):
+            yield message

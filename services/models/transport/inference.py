@@ -1,8 +1,9 @@
-"""berth.models.v1.InferenceService: chat and completions on the model's engine.
+"""berth.models.v1.InferenceService: chat and completions on the model's engine, and bench.
 
-The engine always streams to the runner (its OpenAI-compatible server, SSE); the gRPC answer
-streams the deltas on, or gathers them into one message when the request did not ask for a
-stream. Cancelling the call closes the engine request, which stops generation there.
+A streamed answer is the engine's stream (its OpenAI-compatible server, SSE) passed on delta by
+delta; an answer asked for whole is one engine request without a stream. Cancelling the call
+closes the engine request, which stops generation there. BenchModel starts a bench operation
+and streams its events until it ends (the run goes on if the client leaves).
 """
 
 from __future__ import annotations
@@ -20,19 +21,23 @@ from berth.api.models.v1 import inference_service_pb2 as pb
 from berth.api.models.v1 import inference_service_pb2_grpc as pb_grpc
 from berth.api.models.v1 import resources_pb2 as res
 from berth.common.errors import FieldViolation, InvalidArgument
-from berth.models.domain.engines import LLAMA_CPP, VLLM
+from berth.models.domain.bench import BenchPlan, bench_plan
 from berth.models.runner import openai
+from berth.models.runner.bench import Bench
 from berth.models.runner.engines import EngineManager, Lease
+from berth.models.transport import convert
+from berth.models.transport.convert import BACKEND_NAMES, BACKEND_VALUES
 
-BACKEND_NAMES = {res.BACKEND_LLAMA_CPP: LLAMA_CPP, res.BACKEND_VLLM: VLLM}
-BACKEND_VALUES = {name: value for value, name in BACKEND_NAMES.items()}
 FINISH = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH}
 
 
 class InferenceServicer(pb_grpc.InferenceServiceServicer):
-    def __init__(self, engines: EngineManager, require_running: Callable[[], None]) -> None:
+    def __init__(
+        self, engines: EngineManager, require_running: Callable[[], None], bench: Bench
+    ) -> None:
         self.engines = engines
         self.require_running = require_running
+        self.bench = bench
 
     async def Chat(
         self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
@@ -81,6 +86,14 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
             usage=pb.Usage(prompt_tokens=prompt, total_tokens=prompt),
         )
 
+    async def BenchModel(
+        self, request: pb.BenchModelRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.BenchModelResponse]:
+        self.require_running()
+        operation = self.bench.start(_bench_plan(request))
+        async for event in convert.operation_events(operation):
+            yield pb.BenchModelResponse(event=event)
+
 
 def lease_for(
     engines: EngineManager, request: Any, embedding: bool = False
@@ -113,9 +126,8 @@ class _Answer:
     async def run(
         self, lease: Lease, path: str, body: dict[str, Any], chat: bool
     ) -> AsyncIterator[str]:
-        """The text deltas to send now: the engine's stream when the caller streams; else one
-        answer (the engine then also reports the prompt's tokens, which llama.cpp's stream
-        does not)."""
+        """The text deltas to send now: the engine's stream when the caller streams (its last
+        chunk carries the usage, as the body asks); else one whole answer."""
         if not self.stream:
             whole = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
             self._read(await lease.client.post_json(path, whole), chat)
@@ -144,6 +156,7 @@ class _Answer:
         }
 
     def last(self, text_field: str) -> dict[str, Any]:
+        # An engine that does not report usage: the deltas are about one token each.
         prompt, completion = self.usage or (0, self.pieces)
         return {
             **self.common(),
@@ -189,6 +202,23 @@ def _sampling(params: pb.SamplingParams) -> openai.Sampling:
         presence_penalty=given("presence_penalty"),
         frequency_penalty=given("frequency_penalty"),
         repetition_penalty=given("repetition_penalty"),
+    )
+
+
+def _bench_plan(request: pb.BenchModelRequest) -> BenchPlan:
+    def seconds(name: str) -> float | None:
+        if not request.HasField(name):
+            return None
+        return float(getattr(request, name).ToNanoseconds()) / 1e9
+
+    return bench_plan(
+        model=request.model,
+        levels=list(request.concurrency),
+        duration_s=seconds("duration"),
+        prompt=request.prompt,
+        timeout_s=seconds("timeout"),
+        max_tokens=request.max_tokens if request.HasField("max_tokens") else None,
+        backend=BACKEND_NAMES.get(request.backend),
     )
 
 

@@ -19,7 +19,8 @@ from berth.models.domain.engines import FORMATS, EngineKey, EngineState
 from berth.models.domain.runner_log import LogLine, RunnerLog, wanted
 from berth.models.runner.engines import Engine
 from berth.models.runner.runner import BackendStatus, Runner, RunnerConfig
-from berth.models.transport.inference import BACKEND_NAMES, BACKEND_VALUES, lease_for
+from berth.models.transport.convert import BACKEND_NAMES, BACKEND_VALUES
+from berth.models.transport.inference import lease_for
 
 GPU_NAMES = {res.GPU_MODE_AUTO: "auto", res.GPU_MODE_NONE: "none", res.GPU_MODE_CUDA: "cuda"}
 GPU_VALUES = {name: value for value, name in GPU_NAMES.items()}
@@ -77,10 +78,9 @@ class RunnerServicer(pb_grpc.RunnerServiceServicer):
     async def StopRunner(
         self, request: pb.StopRunnerRequest, context: grpc.aio.ServicerContext
     ) -> pb.StopRunnerResponse:
-        if request.models:
-            raise NotYetAvailable("StopRunner --models", "a later version of the runner")
         await self.runner.stop()
-        return pb.StopRunnerResponse(status=self.status())
+        deleted = await self.runner.remove_models() if request.models else []
+        return pb.StopRunnerResponse(status=self.status(), deleted_models=deleted)
 
     async def RestartRunner(
         self, request: pb.RestartRunnerRequest, context: grpc.aio.ServicerContext
@@ -98,10 +98,11 @@ class RunnerServicer(pb_grpc.RunnerServiceServicer):
     async def UninstallRunner(
         self, request: pb.UninstallRunnerRequest, context: grpc.aio.ServicerContext
     ) -> pb.UninstallRunnerResponse:
-        if request.models or request.images:
-            raise NotYetAvailable("UninstallRunner --models/--images", "a later version")
         await self.runner.uninstall()
-        return pb.UninstallRunnerResponse(status=self.status())
+        deleted = await self.runner.remove_models() if request.models else []
+        # `--images` removes the backends berth installed; it installs none (they come with
+        # the host's Python environments), so there is nothing it may remove.
+        return pb.UninstallRunnerResponse(status=self.status(), deleted_models=deleted)
 
     # --- status and logs ---
 
@@ -245,7 +246,7 @@ def _backend_message(backend: BackendStatus) -> res.BackendInfo:
         state=state,
         version=backend.version,
         formats=[FORMAT_VALUES[f] for f in FORMATS[backend.name]],
-        device="cpu",
+        device=backend.device,
     )
 
 

@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 
 from berth.common.errors import BerthError, Code, FailedPrecondition, InvalidArgument, Unavailable
+from berth.models.engines.backends import EngineHost, engine_command
 from berth.models.engines.client import EngineClient
 from berth.models.engines.process import EngineProcess, EngineSpec
 from tests.support.models import smollm2_gguf
-from tests.support.processes import poll
+from tests.support.processes import group_members, poll
 
 READY_TIMEOUT_S = 60.0
 FRANCE = "What is the capital of France?"
@@ -63,6 +64,13 @@ class Engine:
         return await self.client.post_json("/v1/chat/completions", body)
 
 
+HOST = EngineHost()
+
+
+async def launch(spec: EngineSpec, on_line: Callable[[str], None]) -> EngineProcess:
+    return await EngineProcess.start(spec, engine_command(spec, HOST), HOST.environment(), on_line)
+
+
 def engine_spec(tmp_path: Path, **overrides: Any) -> EngineSpec:
     fields: dict[str, Any] = {
         "backend": "llama.cpp",
@@ -81,7 +89,7 @@ async def start_engine(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     async def start(**overrides: Any) -> Engine:
         lines: list[str] = []
         spec = engine_spec(tmp_path, **overrides)
-        process = await EngineProcess.start(spec, lines.append)
+        process = await launch(spec, lines.append)
         engine = Engine(process, EngineClient(spec.socket), lines)
         started.append(engine)
         await process.wait_ready(READY_TIMEOUT_S)
@@ -96,20 +104,6 @@ async def start_engine(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
 @pytest.fixture
 async def engine(start_engine: Callable[..., Any]) -> Engine:
     return await start_engine()
-
-
-def group_members(pgid: int) -> list[int]:
-    """The processes (zombies too) of a process group, from /proc."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            # After "(comm)": state, ppid, pgrp, ...
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid:
-            members.append(int(stat.parent.name))
-    return members
 
 
 def running(pid: int) -> bool:
@@ -230,7 +224,7 @@ async def test_a_bad_model_file_fails_to_load_with_the_engines_words(tmp_path: P
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"not a model at all\n" * 64)
     lines: list[str] = []
-    process = await EngineProcess.start(engine_spec(tmp_path, model_paths=[broken]), lines.append)
+    process = await launch(engine_spec(tmp_path, model_paths=[broken]), lines.append)
     try:
         with pytest.raises(BerthError) as failure:
             await process.wait_ready(READY_TIMEOUT_S)
@@ -246,7 +240,7 @@ async def test_a_bad_model_file_fails_to_load_with_the_engines_words(tmp_path: P
 
 
 async def test_an_engine_not_ready_in_time_is_killed(tmp_path: Path) -> None:
-    process = await EngineProcess.start(engine_spec(tmp_path), lambda line: None)
+    process = await launch(engine_spec(tmp_path), lambda line: None)
     try:
         with pytest.raises(BerthError) as failure:
             await process.wait_ready(0.01)
@@ -356,8 +350,11 @@ async def test_an_engine_that_is_not_there_is_unavailable(tmp_path: Path) -> Non
     assert failure.value.reason == "ENGINE_FAILED"
 
 
-async def test_only_llama_cpp_can_be_started(tmp_path: Path) -> None:
+def test_vllm_is_not_started_from_an_environment_without_it(tmp_path: Path) -> None:
+    # berth's own environment has no vLLM (it lives in its own).
+    host = EngineHost(vllm_python=Path(sys.executable))
     with pytest.raises(FailedPrecondition) as failure:
-        await EngineProcess.start(engine_spec(tmp_path, backend="vllm"), lambda line: None)
+        engine_command(engine_spec(tmp_path, backend="vllm"), host)
 
     assert failure.value.reason == "BACKEND_NOT_INSTALLED"
+    assert sys.executable in failure.value.message and "--vllm-python" in failure.value.message

@@ -77,6 +77,62 @@ def test_chat_over_grpc_streamed_and_not(runner: ModelStack) -> None:
     assert whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens
 
 
+def test_streamed_answers_count_their_tokens_as_whole_ones_do(runner: ModelStack) -> None:
+    stub = InferenceServiceStub(runner.channel())
+    *_, streamed = stub.Chat(_chat(stream=True), timeout=120)
+    [whole] = list(stub.Chat(_chat(stream=False), timeout=120))
+    assert streamed.usage.prompt_tokens > 0
+    assert streamed.usage == whole.usage, "temperature 0: the same prompt and answer"
+
+    request = inf.GenerateRequest(
+        model=MODEL,
+        prompt="The capital of France is",
+        sampling=inf.SamplingParams(temperature=0, max_tokens=8),
+        stream=True,
+    )
+    *_, last = InferenceServiceStub(runner.channel()).Generate(request, timeout=120)
+    assert last.usage.prompt_tokens > 0 and last.usage.completion_tokens == 8
+
+
+def test_the_http_stream_ends_with_the_usage_when_asked(runner: ModelStack) -> None:
+    client = openai.OpenAI(base_url=f"{_status(runner).endpoint}/v1", api_key="unused")
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION}]
+    asked = {"model": MODEL, "messages": messages, "temperature": 0, "max_tokens": 32}
+    whole = client.chat.completions.create(**asked)
+    chunks = list(
+        client.chat.completions.create(**asked, stream=True, stream_options={"include_usage": True})
+    )
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert whole.usage is not None and whole.usage.prompt_tokens > 0
+    assert chunks[-1].usage.model_dump() == whole.usage.model_dump()
+    assert all(chunk.usage is None for chunk in chunks[:-1])
+
+
+def test_a_prompt_longer_than_the_context_is_refused_readably(runner: ModelStack) -> None:
+    too_long = "word " * 5000  # about 5000 tokens; the engine's context is 4096
+    stub = InferenceServiceStub(runner.channel())
+    for stream in (True, False):
+        request = inf.ChatRequest(
+            model=MODEL,
+            messages=[inf.ChatMessage(role=inf.CHAT_ROLE_USER, content=too_long)],
+            stream=stream,
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            list(stub.Chat(request, timeout=120))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, stream
+        assert "maximum context length is 4096 tokens" in (refused.value.details() or "")
+
+    client = openai.OpenAI(base_url=f"{_status(runner).endpoint}/v1", api_key="unused")
+    for stream in (True, False):
+        with pytest.raises(openai.BadRequestError) as bad:
+            # a stream refused before it starts: the client raises at once
+            client.completions.create(model=MODEL, prompt=too_long, stream=stream)
+        assert bad.value.status_code == 400, stream
+        assert "maximum context length is 4096 tokens" in bad.value.message
+    [whole] = list(stub.Chat(_chat(stream=False), timeout=120))
+    assert "Paris" in whole.content, "the engine serves the next request"
+
+
 def test_generate_completes_a_raw_prompt(runner: ModelStack) -> None:
     request = inf.GenerateRequest(
         model=MODEL,
@@ -90,8 +146,8 @@ def test_generate_completes_a_raw_prompt(runner: ModelStack) -> None:
 
 
 def test_berth_model_run_answers(runner: ModelStack) -> None:
-    answered = runner.ok("model", "run", MODEL, QUESTION)
-    assert answered.strip()
+    answered = runner.ok("model", "run", "--system", SYSTEM, "--temperature", "0", MODEL, QUESTION)
+    assert "Paris" in answered
     ps = runner.ok("model", "ps")
     assert "smollm2" in ps and "llama.cpp" in ps
 
@@ -149,13 +205,16 @@ def test_a_killed_engine_fails_its_request_and_the_next_one_works(runner: ModelS
 def test_two_models_loaded_then_idle_ones_unload(runner: ModelStack) -> None:
     runner.ok("model", "package", "--from", MODEL, "--context-size", "1024", "ai/smollm2-1k")
     stub = RunnerServiceStub(runner.channel())
-    short = Duration(seconds=1)
-    for model in (MODEL, "ai/smollm2-1k"):
-        stub.RunModel(runner_pb.RunModelRequest(model=model, keep_alive=short), timeout=120)
+    models = (MODEL, "ai/smollm2-1k")
+    for model in models:
+        stub.RunModel(runner_pb.RunModelRequest(model=model), timeout=120)
     loaded = {e.model: e for e in _status(runner).engines}
     assert {"ai/smollm2:latest", "ai/smollm2-1k:latest"} <= set(loaded)
     assert loaded["ai/smollm2-1k:latest"].context_size == 1024
     pids = [e.pid for e in loaded.values()]
+    # A keep-alive of 0: idle from the end of this request on.
+    for model in models:
+        stub.RunModel(runner_pb.RunModelRequest(model=model, keep_alive=Duration()), timeout=120)
     poll(lambda: not _status(runner).engines, 30, "idle engines to unload")
     poll(lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids), 10, "processes gone")
 
