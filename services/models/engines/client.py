@@ -1,14 +1,15 @@
 """The OpenAI HTTP API of one engine, over its unix socket.
 
-Errors are berth's: the engine refusing a request (4xx) is InvalidArgument, the engine failing
-(5xx) or going away (refused, reset, cut mid-stream) is Unavailable; both with reason
-ENGINE_FAILED and the engine's own message. Closing a stream closes its connection, which is
+Errors are berth's, with the engine's own message: the engine refusing a request (4xx) is
+InvalidArgument with the engine's error code as reason; the engine failing (5xx) or going away
+(refused, reset, cut mid-stream) is Unavailable, reason ENGINE_FAILED. Closing a stream closes its connection, which is
 how the engine learns to stop generating.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ import httpx2
 
 from berth.common.errors import BerthError, InvalidArgument, Unavailable
 
+# A request the engine refused without saying why in a code of its own.
+REQUEST_REFUSED = "REQUEST_REFUSED"
 ENGINE_FAILED = "ENGINE_FAILED"
 DONE = "[DONE]"
 # Headers about one hop's connection, not the message: each side sets its own.
@@ -119,12 +122,26 @@ class EngineBody:
 
 
 def engine_error(status: int, content: bytes) -> BerthError:
-    """The engine's error reply as berth's error, with the engine's own message."""
+    """The engine's error reply as berth's error, with the engine's own message; a request
+    the engine refuses keeps the engine's code as reason (CONTEXT_LENGTH_EXCEEDED)."""
     message = error_message(content) or f"the engine answered HTTP {status}"
     metadata = {"status": str(status)}
     if status >= 500:
         return Unavailable(message, reason=ENGINE_FAILED, metadata=metadata)
-    return InvalidArgument([], message=message, reason=ENGINE_FAILED, metadata=metadata)
+    reason = error_code(content) or REQUEST_REFUSED
+    return InvalidArgument([], message=message, reason=reason, metadata=metadata)
+
+
+def error_code(content: bytes) -> str | None:
+    """An OpenAI error's `code` ("context_length_exceeded") in UPPER_SNAKE, if it has one."""
+    try:
+        error = json.loads(content).get("error")
+    except (ValueError, AttributeError):
+        return None
+    code = error.get("code") if isinstance(error, dict) else None
+    if isinstance(code, str) and re.fullmatch(r"[a-z][a-z0-9_]{0,63}", code):
+        return code.upper()
+    return None
 
 
 def error_message(content: bytes) -> str:

@@ -21,6 +21,7 @@ from berth.api.models.v1 import runner_service_pb2 as runner_pb
 from berth.api.models.v1.inference_service_pb2_grpc import InferenceServiceStub
 from berth.api.models.v1.runner_service_pb2_grpc import RunnerServiceStub
 from tests.integration.models.conftest import ModelStack, start_model_stack
+from tests.support.cluster import error_info
 from tests.support.models import smollm2_gguf
 from tests.support.processes import poll
 
@@ -121,6 +122,8 @@ def test_a_prompt_longer_than_the_context_is_refused_readably(runner: ModelStack
             list(stub.Chat(request, timeout=120))
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, stream
         assert "maximum context length is 4096 tokens" in (refused.value.details() or "")
+        info = error_info(refused.value)
+        assert info is not None and info.reason == "CONTEXT_LENGTH_EXCEEDED"
 
     client = openai.OpenAI(base_url=f"{_status(runner).endpoint}/v1", api_key="unused")
     for stream in (True, False):
