@@ -51,6 +51,7 @@ def build_runner(settings: ModeldSettings, log: RunnerLog) -> Daemon:
     host = EngineHost(
         vllm_python=settings.vllm_python or Path(sys.executable),
         vllm_args=tuple(shlex.split(settings.vllm_args)),
+        max_engines=settings.max_loaded_models,
     )
     engines = EngineManager(
         store,

@@ -40,6 +40,8 @@ VLLM_SERVER = Path(__file__).with_name("vllm_server.py")
 # What a vLLM engine on the CPU reserves for its KV cache (vLLM would otherwise reserve most
 # of the host's memory: its GPU default). `--vllm-args` can give another.
 CPU_KV_CACHE_BYTES = 1 << 30
+# The GPU memory all vLLM engines together may take (vLLM's own default for one engine).
+GPU_MEMORY_SHARE = 0.9
 
 
 class BackendNotInstalled(FailedPrecondition):
@@ -67,6 +69,9 @@ class EngineHost:
     vllm_args: tuple[str, ...] = ()
     # "auto" | "none" | "cuda" (the runner's --gpu): "none" hides GPUs from the engines.
     gpu: str = "auto"
+    # Engines loaded at once at most: on a GPU each vLLM engine takes its share of memory
+    # (by default one would reserve 90% of the GPU, and a second could not start).
+    max_engines: int = 1
     _found: dict[str, Installation | None] = field(default_factory=dict, compare=False)
 
     def python_of(self, backend: str) -> Path:
@@ -125,7 +130,7 @@ def engine_command(spec: EngineSpec, host: EngineHost) -> list[str]:
     """The command line of the engine `spec` describes."""
     installation = host.require(spec.backend)
     if spec.backend == VLLM:
-        return _vllm_command(spec, installation) + list(host.vllm_args)
+        return _vllm_command(spec, installation, host) + list(host.vllm_args)
     return _llama_cpp_command(spec)
 
 
@@ -143,7 +148,7 @@ def _llama_cpp_command(spec: EngineSpec) -> list[str]:
     return command
 
 
-def _vllm_command(spec: EngineSpec, installation: Installation) -> list[str]:
+def _vllm_command(spec: EngineSpec, installation: Installation, host: EngineHost) -> list[str]:
     # vLLM serves a directory: the weights beside their config and tokenizer.
     command = [str(installation.python), str(VLLM_SERVER), "--model", str(spec.model_paths[0])]
     command += ["--uds", str(spec.socket), "--served-model-name", spec.model_name]
@@ -156,4 +161,7 @@ def _vllm_command(spec: EngineSpec, installation: Installation) -> list[str]:
         command += ["--runner", "pooling", "--convert", "embed"]
     if installation.cpu_only:
         command += ["--kv-cache-memory-bytes", str(CPU_KV_CACHE_BYTES)]
+    else:
+        share = GPU_MEMORY_SHARE / max(1, host.max_engines)
+        command += ["--gpu-memory-utilization", f"{share:.2f}"]
     return command

@@ -2,8 +2,8 @@
 
 Errors are berth's, with the engine's own message: the engine refusing a request (4xx) is
 InvalidArgument with the engine's error code as reason; the engine failing (5xx) or going away
-(refused, reset, cut mid-stream) is Unavailable, reason ENGINE_FAILED. Closing a stream closes its connection, which is
-how the engine learns to stop generating.
+(refused, reset, cut mid-stream) is Unavailable, reason ENGINE_FAILED. Closing a stream
+closes its connection, which is how the engine learns to stop generating.
 """
 
 from __future__ import annotations

