@@ -22,11 +22,14 @@ from berth.common.jsonfile import read_json, write_json
 from berth.common.server import Daemon, Lifecycle, registration, run_daemon
 from berth.common.system import system_servicer
 from berth.mcp.adapters.catalog_store import FileCatalogStore
+from berth.mcp.adapters.server_store import FileServerStore
 from berth.mcp.domain.catalogs import Catalogs, load_builtin
 from berth.mcp.domain.features import FeatureFlags
+from berth.mcp.domain.servers import Servers
 from berth.mcp.settings import McpdSettings
 from berth.mcp.transport.catalogs import CatalogServicer
 from berth.mcp.transport.features import FeatureServicer
+from berth.mcp.transport.servers import ServerServicer
 
 TOOLKIT = "MCP servers, tools and the aggregated endpoint"
 SECRETS = "the MCP secret store, policies and OAuth"
@@ -40,12 +43,13 @@ def build_mcp(settings: McpdSettings) -> Daemon:
         save=functools.partial(write_json, features_file),
     )
     catalogs = Catalogs(load_builtin(), FileCatalogStore(settings.state_dir / "catalogs"))
+    servers = Servers(catalogs, FileServerStore(settings.state_dir))
     system = system_servicer(system_service_pb2_grpc, "berth-mcpd", lifecycle)
     services = [
         registration(system_service_pb2_grpc, "SystemService", system),
         registration(feature_service_pb2_grpc, "FeatureService", FeatureServicer(flags)),
         registration(catalog_service_pb2_grpc, "CatalogService", CatalogServicer(catalogs)),
-        registration(server_service_pb2_grpc, "ServerService", planned=TOOLKIT),
+        registration(server_service_pb2_grpc, "ServerService", ServerServicer(servers)),
         registration(tool_service_pb2_grpc, "ToolService", planned=TOOLKIT),
         registration(client_service_pb2_grpc, "ClientService", planned=TOOLKIT),
         registration(gateway_service_pb2_grpc, "GatewayService", planned=TOOLKIT),

@@ -39,6 +39,19 @@ IMPLEMENTED = {
             "ResetCatalog",
         )
     ),
+    *(
+        f"/berth.mcp.v1.ServerService/{method}"
+        for method in (
+            "EnableServers",
+            "DisableServers",
+            "ListServers",
+            "InspectServer",
+            "ResetServers",
+            "ReadServerConfig",
+            "WriteServerConfig",
+            "ResetServerConfig",
+        )
+    ),
 }
 CAPABILITIES = {
     "network": set(),
@@ -145,6 +158,11 @@ def test_only_planned_methods_are_unimplemented_and_they_name_their_capability(
     # An empty request names no model: refused at once, not a bench with every default.
     bench = codes["/berth.models.v1.InferenceService/BenchModel"]
     assert bench == grpc.StatusCode.INVALID_ARGUMENT
+    # Server calls that need a name or a document say so; the others answer.
+    server_codes = {p.rsplit("/", 1)[1]: c for p, c in codes.items() if ".ServerService/" in p}
+    refused = {m for m, code in server_codes.items() if code != grpc.StatusCode.OK}
+    assert refused == {"EnableServers", "DisableServers", "InspectServer", "WriteServerConfig"}
+    assert {server_codes[m] for m in refused} == {grpc.StatusCode.INVALID_ARGUMENT}
 
 
 def test_a_daemon_that_is_down_is_unavailable_with_its_address(
