@@ -49,6 +49,7 @@ bench: setup
 	$(PY) -m bench.dns
 	$(PY) -m bench.overlay
 	$(PY) -m bench.model_store
+	$(PY) -m bench.inference
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .cache .pytest_cache .ruff_cache

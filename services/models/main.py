@@ -58,7 +58,9 @@ def build_runner(settings: ModeldSettings, log: RunnerLog) -> Daemon:
         settings.state_dir,
         lambda source, line: log.publish(LogLine(line, source)),
         host,
-        default_keep_alive=timedelta(seconds=settings.keep_alive),
+        default_keep_alive=(
+            timedelta(seconds=settings.keep_alive) if settings.keep_alive >= 0 else None
+        ),
         max_loaded=settings.max_loaded_models,
         load_timeout_s=settings.engine_load_timeout,
     )

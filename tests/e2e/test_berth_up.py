@@ -136,10 +136,10 @@ def test_status_and_version_report_every_daemon(up: Up) -> None:
 
 
 def test_a_planned_command_says_so_plainly(up: Up) -> None:
-    bench = up.berth("model", "bench", "--duration", "1s")
-    assert bench.returncode == 1
-    assert "not available yet" in bench.stderr
-    assert "benchmark" in bench.stderr
+    tools = up.berth("mcp", "tools", "ls")
+    assert tools.returncode == 1
+    assert "not available yet" in tools.stderr
+    assert "MCP servers, tools and the aggregated endpoint" in tools.stderr
 
 
 def test_the_model_store_answers_under_berth_up(up: Up) -> None:

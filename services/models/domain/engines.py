@@ -43,7 +43,7 @@ def choose_backend(model: str, model_format: str, asked: str | None) -> str:
 
 
 def keep_alive_for(
-    asked: timedelta | None, current: timedelta | None, default: timedelta
+    asked: timedelta | None, current: timedelta | None, default: timedelta | None
 ) -> timedelta | None:
     """The keep-alive after a request: what it asked (negative: None, never unload), else the
     engine's current one, else the default."""

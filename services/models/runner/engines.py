@@ -72,7 +72,7 @@ class EngineManager:
         on_line: LineSink,
         host: EngineHost,
         *,
-        default_keep_alive: timedelta = DEFAULT_KEEP_ALIVE,
+        default_keep_alive: timedelta | None = DEFAULT_KEEP_ALIVE,  # None: never unloads
         max_loaded: int = 2,
         load_timeout_s: float = 300.0,
     ) -> None:

@@ -172,7 +172,7 @@ class RunnerServicer(pb_grpc.RunnerServiceServicer):
                 port=runner.bound_port or config.port,
                 debug=config.debug,
                 do_not_track=config.do_not_track,
-                default_keep_alive=_duration(runner.engines.default_keep_alive.total_seconds()),
+                default_keep_alive=_duration(_seconds(runner.engines.default_keep_alive)),
                 max_loaded_models=runner.engines.max_loaded,
             ),
             endpoint=runner.endpoint,
@@ -223,7 +223,7 @@ def engine_message(engine: Engine) -> res.Engine:
         pid=engine.process.pid if engine.process else 0,
         loaded_time=_timestamp(use.loaded_time),
         last_used_time=_timestamp(use.last_used),
-        keep_alive=_duration(-1 if use.keep_alive is None else use.keep_alive.total_seconds()),
+        keep_alive=_duration(_seconds(use.keep_alive)),
         memory_bytes=engine.process.rss_bytes() if engine.process and engine.process.alive else 0,
         active_requests=use.active_requests,
         context_size=engine.context_size or 0,
@@ -261,6 +261,11 @@ def _timestamp(moment: datetime) -> Timestamp:
     stamp = Timestamp()
     stamp.FromDatetime(moment)
     return stamp
+
+
+def _seconds(keep_alive: timedelta | None) -> float:
+    """A keep-alive as the API gives it: -1 for never."""
+    return -1 if keep_alive is None else keep_alive.total_seconds()
 
 
 def _duration(seconds: float) -> Duration:

@@ -41,6 +41,8 @@ def test_keep_alive_follows_the_request_else_stays() -> None:
     assert keep_alive_for(None, timedelta(seconds=30), five) == timedelta(seconds=30)
     assert keep_alive_for(timedelta(0), five, five) == timedelta(0)
     assert keep_alive_for(timedelta(seconds=-1), five, five) is None  # never unloads
+    # berth-modeld --keep-alive -1: the default is never.
+    assert keep_alive_for(None, None, None) is None
 
 
 def _use(last_used: datetime, **changes: object) -> EngineUse:
