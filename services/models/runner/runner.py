@@ -58,6 +58,10 @@ class NoGpu(FailedPrecondition):
     default_reason = "GPU_NOT_FOUND"
 
 
+class PortUnavailable(FailedPrecondition):
+    default_reason = "PORT_UNAVAILABLE"
+
+
 class Runner:
     def __init__(
         self,
@@ -96,11 +100,17 @@ class Runner:
             except (BerthError, OSError) as error:  # e.g. the port is taken: serve the rest
                 log.error("runner_not_started", error=str(error))
 
+    @property
+    def defaults(self) -> RunnerConfig:
+        """berth-modeld's own defaults (its --openai-host/--openai-port)."""
+        return self._defaults
+
     async def install(self, config: RunnerConfig) -> None:
         self.require_backend(config.default_backend)
         self.require_gpu(config.gpu)
         await self.stop()
-        self.config = replace(config, installed=True, running=True)
+        # Installed now; running once start has its port.
+        self.config = replace(config, installed=True, running=False)
         self._save()
         await self.start()
 
@@ -117,8 +127,16 @@ class Runner:
             return
         await self.stop(persist=False)
         self.engines.host = replace(self.engines.host, gpu=wanted.gpu)
-        self.http = HttpServer(self._app, wanted.host, wanted.port)
-        host, port = await self.http.start()
+        http = HttpServer(self._app, wanted.host, wanted.port)
+        try:
+            host, port = await http.start()
+        except OSError as error:
+            raise PortUnavailable(
+                f"the runner cannot listen on {wanted.host}:{wanted.port}:"
+                f" {error.strerror or error}",
+                metadata={"host": wanted.host, "port": str(wanted.port)},
+            ) from error
+        self.http = http
         self.endpoint = f"http://{host}:{port}"
         self.bound_port = port
         self.start_time = datetime.now(UTC)

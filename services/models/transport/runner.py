@@ -201,7 +201,7 @@ class RunnerServicer(pb_grpc.RunnerServiceServicer):
     def _install_config(
         self, request: pb.InstallRunnerRequest | pb.ReinstallRunnerRequest
     ) -> RunnerConfig:
-        defaults = RunnerConfig()
+        defaults = self.runner.defaults
         return RunnerConfig(
             default_backend=BACKEND_NAMES.get(request.backend, defaults.default_backend),
             gpu=_gpu(request.gpu) if request.gpu else defaults.gpu,

@@ -332,7 +332,7 @@ async def test_a_prompt_beyond_the_context_is_an_invalid_argument(
         await engine.client.post_json("/v1/chat/completions", too_long)
 
     assert failure.value.code is Code.INVALID_ARGUMENT
-    assert failure.value.reason == "ENGINE_FAILED"
+    assert failure.value.reason == "CONTEXT_LENGTH_EXCEEDED"
     assert f"maximum context length is {limit} tokens" in failure.value.message
 
 

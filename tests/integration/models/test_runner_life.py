@@ -4,6 +4,7 @@ install refuses on this host (a backend it lacks, a GPU it lacks)."""
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -73,3 +74,21 @@ def test_install_refuses_a_backend_or_gpu_the_host_lacks(stack: ModelStack) -> N
     assert no_gpu.returncode != 0 and "no NVIDIA GPU" in no_gpu.stderr
 
     assert _status(stack)["running"] is True, "a refused install changes nothing"
+
+
+def test_a_port_in_use_is_refused_readably_and_install_defaults_to_the_daemons(
+    stack: ModelStack,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        refused = stack.berth("model", "install-runner", "--port", str(port))
+
+    assert refused.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in refused.stderr
+    status = _status(stack)
+    assert status["installed"] is True and status["running"] is False
+    # Without --port: berth-modeld's own --openai-port (0 here: any free port).
+    stack.ok("model", "install-runner")
+    assert _status(stack)["running"] is True
