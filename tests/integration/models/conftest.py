@@ -15,12 +15,33 @@ from typing import Any
 import grpc
 import pytest
 
+from berth.api.models.v1 import inference_service_pb2 as inf
+from berth.api.models.v1 import resources_pb2 as res
+from berth.api.models.v1 import runner_service_pb2 as runner_pb
+from berth.api.models.v1.runner_service_pb2_grpc import RunnerServiceStub
 from tests.support.fake_hub import FakeHub, fake_hub
 from tests.support.models import SMOLLM2_FILE, smollm2_gguf
 from tests.support.processes import BIN, DaemonProcess, start
 from tests.support.registry import RegistryServer, registry_server
 
 SMOLLM2_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF"
+# With its own template's default system prompt this small model rambles at temperature 0 on
+# llama.cpp; with a plain one it answers the question.
+SYSTEM = "You are a helpful assistant."
+QUESTION = "What is the capital of France?"
+
+
+def france_chat(model: str, stream: bool, max_tokens: int = 32) -> inf.ChatRequest:
+    """The question every inference test asks, at temperature 0."""
+    return inf.ChatRequest(
+        model=model,
+        messages=[
+            inf.ChatMessage(role=inf.CHAT_ROLE_SYSTEM, content=SYSTEM),
+            inf.ChatMessage(role=inf.CHAT_ROLE_USER, content=QUESTION),
+        ],
+        sampling=inf.SamplingParams(temperature=0, max_tokens=max_tokens),
+        stream=stream,
+    )
 
 
 @dataclass
@@ -60,6 +81,9 @@ class ModelStack:
 
     def tags(self) -> set[str]:
         return {tag for model in self.models() for tag in model.get("tags", [])}
+
+    def runner_status(self) -> res.RunnerStatus:
+        return RunnerServiceStub(self.channel()).GetStatus(runner_pb.GetStatusRequest()).status
 
     def stop(self) -> None:
         self.gateway.stop()

@@ -20,7 +20,13 @@ from berth.api.models.v1 import resources_pb2 as res
 from berth.api.models.v1 import runner_service_pb2 as runner_pb
 from berth.api.models.v1.inference_service_pb2_grpc import InferenceServiceStub
 from berth.api.models.v1.runner_service_pb2_grpc import RunnerServiceStub
-from tests.integration.models.conftest import ModelStack, start_model_stack
+from tests.integration.models.conftest import (
+    QUESTION,
+    SYSTEM,
+    ModelStack,
+    france_chat,
+    start_model_stack,
+)
 from tests.support.cluster import error_info
 from tests.support.models import smollm2_gguf
 from tests.support.processes import poll
@@ -28,10 +34,6 @@ from tests.support.processes import poll
 pytestmark = pytest.mark.timeout(300)
 
 MODEL = "ai/smollm2"
-# With its own template's default system prompt this small Q4_1 model rambles at temperature
-# 0; with a plain one it answers the question.
-SYSTEM = "You are a helpful assistant."
-QUESTION = "What is the capital of France?"
 
 
 @pytest.fixture(scope="module")
@@ -44,25 +46,9 @@ def runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelStack]:
         stack.stop()
 
 
-def _chat(stream: bool, max_tokens: int = 32) -> inf.ChatRequest:
-    return inf.ChatRequest(
-        model=MODEL,
-        messages=[
-            inf.ChatMessage(role=inf.CHAT_ROLE_SYSTEM, content=SYSTEM),
-            inf.ChatMessage(role=inf.CHAT_ROLE_USER, content=QUESTION),
-        ],
-        sampling=inf.SamplingParams(temperature=0, max_tokens=max_tokens),
-        stream=stream,
-    )
-
-
-def _status(stack: ModelStack) -> res.RunnerStatus:
-    return RunnerServiceStub(stack.channel()).GetStatus(runner_pb.GetStatusRequest()).status
-
-
 def test_chat_over_grpc_streamed_and_not(runner: ModelStack) -> None:
     stub = InferenceServiceStub(runner.channel())
-    streamed = list(stub.Chat(_chat(stream=True), timeout=120))
+    streamed = list(stub.Chat(france_chat(MODEL, stream=True), timeout=120))
     answer = "".join(r.content for r in streamed)
     assert "Paris" in answer
     assert len(streamed) > 3, "the answer came token by token"
@@ -72,7 +58,7 @@ def test_chat_over_grpc_streamed_and_not(runner: ModelStack) -> None:
     assert {r.id for r in streamed} == {last.id} and last.id.startswith("chatcmpl-")
     assert last.backend == res.BACKEND_LLAMA_CPP and last.model == "ai/smollm2:latest"
 
-    [whole] = list(stub.Chat(_chat(stream=False), timeout=120))
+    [whole] = list(stub.Chat(france_chat(MODEL, stream=False), timeout=120))
     assert whole.content == answer, "temperature 0 answers the same either way"
     assert whole.usage.prompt_tokens > 0
     assert whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens
@@ -80,8 +66,8 @@ def test_chat_over_grpc_streamed_and_not(runner: ModelStack) -> None:
 
 def test_streamed_answers_count_their_tokens_as_whole_ones_do(runner: ModelStack) -> None:
     stub = InferenceServiceStub(runner.channel())
-    *_, streamed = stub.Chat(_chat(stream=True), timeout=120)
-    [whole] = list(stub.Chat(_chat(stream=False), timeout=120))
+    *_, streamed = stub.Chat(france_chat(MODEL, stream=True), timeout=120)
+    [whole] = list(stub.Chat(france_chat(MODEL, stream=False), timeout=120))
     assert streamed.usage.prompt_tokens > 0
     assert streamed.usage == whole.usage, "temperature 0: the same prompt and answer"
 
@@ -96,7 +82,7 @@ def test_streamed_answers_count_their_tokens_as_whole_ones_do(runner: ModelStack
 
 
 def test_the_http_stream_ends_with_the_usage_when_asked(runner: ModelStack) -> None:
-    client = openai.OpenAI(base_url=f"{_status(runner).endpoint}/v1", api_key="unused")
+    client = openai.OpenAI(base_url=f"{runner.runner_status().endpoint}/v1", api_key="unused")
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION}]
     asked = {"model": MODEL, "messages": messages, "temperature": 0, "max_tokens": 32}
     whole = client.chat.completions.create(**asked)
@@ -125,14 +111,14 @@ def test_a_prompt_longer_than_the_context_is_refused_readably(runner: ModelStack
         info = error_info(refused.value)
         assert info is not None and info.reason == "CONTEXT_LENGTH_EXCEEDED"
 
-    client = openai.OpenAI(base_url=f"{_status(runner).endpoint}/v1", api_key="unused")
+    client = openai.OpenAI(base_url=f"{runner.runner_status().endpoint}/v1", api_key="unused")
     for stream in (True, False):
         with pytest.raises(openai.BadRequestError) as bad:
             # a stream refused before it starts: the client raises at once
             client.completions.create(model=MODEL, prompt=too_long, stream=stream)
         assert bad.value.status_code == 400, stream
         assert "maximum context length is 4096 tokens" in bad.value.message
-    [whole] = list(stub.Chat(_chat(stream=False), timeout=120))
+    [whole] = list(stub.Chat(france_chat(MODEL, stream=False), timeout=120))
     assert "Paris" in whole.content, "the engine serves the next request"
 
 
@@ -156,7 +142,7 @@ def test_berth_model_run_answers(runner: ModelStack) -> None:
 
 
 def test_the_openai_client_against_the_http_api(runner: ModelStack) -> None:
-    endpoint = _status(runner).endpoint
+    endpoint = runner.runner_status().endpoint
     client = openai.OpenAI(base_url=f"{endpoint}/engines/v1", api_key="unused")
     assert "ai/smollm2:latest" in [m.id for m in client.models.list()]
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION}]
@@ -176,31 +162,31 @@ def test_the_openai_client_against_the_http_api(runner: ModelStack) -> None:
 
 def test_cancelling_a_stream_stops_the_request(runner: ModelStack) -> None:
     stub = InferenceServiceStub(runner.channel())
-    call = stub.Chat(_chat(stream=True, max_tokens=2000))
+    call = stub.Chat(france_chat(MODEL, stream=True, max_tokens=2000))
     next(call)
     call.cancel()
     poll(
-        lambda: all(e.active_requests == 0 for e in _status(runner).engines),
+        lambda: all(e.active_requests == 0 for e in runner.runner_status().engines),
         30,
         "the cancelled request to end",
     )
-    [whole] = list(stub.Chat(_chat(stream=False), timeout=60))
+    [whole] = list(stub.Chat(france_chat(MODEL, stream=False), timeout=60))
     assert "Paris" in whole.content
 
 
 def test_a_killed_engine_fails_its_request_and_the_next_one_works(runner: ModelStack) -> None:
     stub = InferenceServiceStub(runner.channel())
-    call = stub.Chat(_chat(stream=True, max_tokens=2000))
+    call = stub.Chat(france_chat(MODEL, stream=True, max_tokens=2000))
     next(call)
-    [engine] = [e for e in _status(runner).engines if e.model == "ai/smollm2:latest"]
+    [engine] = [e for e in runner.runner_status().engines if e.model == "ai/smollm2:latest"]
     os.kill(engine.pid, signal.SIGKILL)
     with pytest.raises(grpc.RpcError) as failed:
         list(call)
     assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "engine" in (failed.value.details() or "").lower()
-    [whole] = list(stub.Chat(_chat(stream=False), timeout=120))
+    [whole] = list(stub.Chat(france_chat(MODEL, stream=False), timeout=120))
     assert "Paris" in whole.content
-    assert [e.pid for e in _status(runner).engines if e.model == "ai/smollm2:latest"] != [
+    assert [e.pid for e in runner.runner_status().engines if e.model == "ai/smollm2:latest"] != [
         engine.pid
     ]
 
@@ -211,25 +197,31 @@ def test_two_models_loaded_then_idle_ones_unload(runner: ModelStack) -> None:
     models = (MODEL, "ai/smollm2-1k")
     for model in models:
         stub.RunModel(runner_pb.RunModelRequest(model=model), timeout=120)
-    loaded = {e.model: e for e in _status(runner).engines}
+    loaded = {e.model: e for e in runner.runner_status().engines}
     assert {"ai/smollm2:latest", "ai/smollm2-1k:latest"} <= set(loaded)
     assert loaded["ai/smollm2-1k:latest"].context_size == 1024
     pids = [e.pid for e in loaded.values()]
     # A keep-alive of 0: idle from the end of this request on.
     for model in models:
         stub.RunModel(runner_pb.RunModelRequest(model=model, keep_alive=Duration()), timeout=120)
-    poll(lambda: not _status(runner).engines, 30, "idle engines to unload")
+    poll(lambda: not runner.runner_status().engines, 30, "idle engines to unload")
     poll(lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids), 10, "processes gone")
 
 
 def test_a_stopped_runner_refuses_inference_until_started(runner: ModelStack) -> None:
     runner.ok("model", "stop-runner")
     with pytest.raises(grpc.RpcError) as refused:
-        list(InferenceServiceStub(runner.channel()).Chat(_chat(stream=False), timeout=30))
+        list(
+            InferenceServiceStub(runner.channel()).Chat(
+                france_chat(MODEL, stream=False), timeout=30
+            )
+        )
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert not _status(runner).running
+    assert not runner.runner_status().running
     runner.ok("model", "start-runner")
     status = json.loads(runner.ok("model", "status", "--json"))
     assert status["running"] is True
-    [whole] = list(InferenceServiceStub(runner.channel()).Chat(_chat(stream=False), timeout=120))
+    [whole] = list(
+        InferenceServiceStub(runner.channel()).Chat(france_chat(MODEL, stream=False), timeout=120)
+    )
     assert "Paris" in whole.content

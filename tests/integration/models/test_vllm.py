@@ -11,12 +11,15 @@ import grpc
 import openai
 import pytest
 
-from berth.api.models.v1 import inference_service_pb2 as inf
 from berth.api.models.v1 import resources_pb2 as res
-from berth.api.models.v1 import runner_service_pb2 as runner_pb
 from berth.api.models.v1.inference_service_pb2_grpc import InferenceServiceStub
-from berth.api.models.v1.runner_service_pb2_grpc import RunnerServiceStub
-from tests.integration.models.conftest import ModelStack, start_model_stack
+from tests.integration.models.conftest import (
+    QUESTION,
+    SYSTEM,
+    ModelStack,
+    france_chat,
+    start_model_stack,
+)
 from tests.support.cluster import error_info
 from tests.support.models import smollm2_safetensors, vllm_python
 from tests.support.processes import group_members, poll
@@ -25,8 +28,6 @@ from tests.support.processes import group_members, poll
 pytestmark = pytest.mark.timeout(600)
 
 MODEL = "ai/smollm2-vllm"
-SYSTEM = "You are a helpful assistant."
-QUESTION = "What is the capital of France?"
 
 
 @pytest.fixture(scope="module")
@@ -48,25 +49,9 @@ def runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelStack]:
         stack.stop()
 
 
-def _chat(stream: bool) -> inf.ChatRequest:
-    return inf.ChatRequest(
-        model=MODEL,
-        messages=[
-            inf.ChatMessage(role=inf.CHAT_ROLE_SYSTEM, content=SYSTEM),
-            inf.ChatMessage(role=inf.CHAT_ROLE_USER, content=QUESTION),
-        ],
-        sampling=inf.SamplingParams(temperature=0, max_tokens=32),
-        stream=stream,
-    )
-
-
-def _status(stack: ModelStack) -> res.RunnerStatus:
-    return RunnerServiceStub(stack.channel()).GetStatus(runner_pb.GetStatusRequest()).status
-
-
 def test_chat_over_grpc_on_vllm(runner: ModelStack) -> None:
     stub = InferenceServiceStub(runner.channel())
-    streamed = list(stub.Chat(_chat(stream=True), timeout=300))
+    streamed = list(stub.Chat(france_chat(MODEL, stream=True), timeout=300))
     answer = "".join(r.content for r in streamed)
     assert "Paris" in answer
     assert len(streamed) > 3, "the answer came token by token"
@@ -74,13 +59,13 @@ def test_chat_over_grpc_on_vllm(runner: ModelStack) -> None:
     assert last.backend == res.BACKEND_VLLM and last.model == f"{MODEL}:latest"
     assert last.usage.prompt_tokens > 0 and last.usage.completion_tokens > 0
 
-    [whole] = list(stub.Chat(_chat(stream=False), timeout=300))
+    [whole] = list(stub.Chat(france_chat(MODEL, stream=False), timeout=300))
     assert whole.content == answer, "temperature 0 answers the same either way"
     assert whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens
 
 
 def test_status_shows_the_vllm_backend_and_its_engine(runner: ModelStack) -> None:
-    list(InferenceServiceStub(runner.channel()).Chat(_chat(stream=False), timeout=300))
+    list(InferenceServiceStub(runner.channel()).Chat(france_chat(MODEL, stream=False), timeout=300))
     status = json.loads(runner.ok("model", "status", "--json"))
     assert status["running"] is True
     text = json.dumps(status)
@@ -95,7 +80,7 @@ def test_berth_model_run_on_vllm(runner: ModelStack) -> None:
 
 
 def test_the_openai_client_on_vllm(runner: ModelStack) -> None:
-    endpoint = _status(runner).endpoint
+    endpoint = runner.runner_status().endpoint
     client = openai.OpenAI(base_url=f"{endpoint}/engines/vllm/v1", api_key="unused")
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION}]
     whole = client.chat.completions.create(
@@ -115,7 +100,7 @@ def test_the_openai_client_on_vllm(runner: ModelStack) -> None:
 
 
 def test_llama_cpp_cannot_serve_a_safetensors_model(runner: ModelStack) -> None:
-    request = _chat(stream=False)
+    request = france_chat(MODEL, stream=False)
     request.backend = res.BACKEND_LLAMA_CPP
     with pytest.raises(grpc.RpcError) as failure:
         list(InferenceServiceStub(runner.channel()).Chat(request, timeout=60))
@@ -126,7 +111,7 @@ def test_llama_cpp_cannot_serve_a_safetensors_model(runner: ModelStack) -> None:
 
 
 def test_embeddings_on_vllm(runner: ModelStack) -> None:
-    endpoint = _status(runner).endpoint
+    endpoint = runner.runner_status().endpoint
     client = openai.OpenAI(base_url=f"{endpoint}/engines/vllm/v1", api_key="unused")
     answer = client.embeddings.create(model=MODEL, input=["Paris", "a whale"])
     first, second = (item.embedding for item in answer.data)
@@ -135,13 +120,13 @@ def test_embeddings_on_vllm(runner: ModelStack) -> None:
 
 
 def test_unloading_ends_every_process_of_the_engine(runner: ModelStack) -> None:
-    list(InferenceServiceStub(runner.channel()).Chat(_chat(stream=False), timeout=300))
-    pids = [e.pid for e in _status(runner).engines if e.model == f"{MODEL}:latest"]
+    list(InferenceServiceStub(runner.channel()).Chat(france_chat(MODEL, stream=False), timeout=300))
+    pids = [e.pid for e in runner.runner_status().engines if e.model == f"{MODEL}:latest"]
     assert pids and all(len(group_members(pid)) > 1 for pid in pids), "vLLM runs more processes"
 
     runner.ok("model", "unload", MODEL)
 
-    assert not [e for e in _status(runner).engines if e.model == f"{MODEL}:latest"]
+    assert not [e for e in runner.runner_status().engines if e.model == f"{MODEL}:latest"]
     poll(
         lambda: not any(group_members(pid) for pid in pids),
         timeout=30,
