@@ -51,7 +51,9 @@ def request_id_of(context: grpc.aio.ServicerContext) -> str:
 
 
 def final_code(context: grpc.aio.ServicerContext, error: BaseException | None) -> grpc.StatusCode:
-    if isinstance(error, asyncio.CancelledError):
+    # A streaming handler whose client went away is either cancelled or, when it was waiting
+    # at a `yield`, closed by grpc (GeneratorExit): both are the call being cancelled.
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
         remaining = context.time_remaining()
         expired = remaining is not None and remaining <= 0
         return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
