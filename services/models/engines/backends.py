@@ -72,16 +72,17 @@ class EngineHost:
     # Engines loaded at once at most: on a GPU each vLLM engine takes its share of memory
     # (by default one would reserve 90% of the GPU, and a second could not start).
     max_engines: int = 1
-    _found: dict[str, Installation | None] = field(default_factory=dict, compare=False)
+    # What probing found, per backend (asked once; tests may fill it in).
+    probed: dict[str, Installation | None] = field(default_factory=dict, compare=False)
 
     def python_of(self, backend: str) -> Path:
         return self.vllm_python if backend == VLLM else Path(sys.executable)
 
     def installation(self, backend: str) -> Installation | None:
         """Where `backend` is installed (None: it is not). Asked once per host object."""
-        if backend not in self._found:
-            self._found[backend] = probe(backend, self.python_of(backend))
-        return self._found[backend]
+        if backend not in self.probed:
+            self.probed[backend] = probe(backend, self.python_of(backend))
+        return self.probed[backend]
 
     def require(self, backend: str) -> Installation:
         found = self.installation(backend)

@@ -25,8 +25,8 @@ VLLM_PYTHON = Path("/opt/vllm/bin/python")
 def host(distribution: str | None = "vllm", **fields: object) -> EngineHost:
     """A host whose vLLM is `distribution` (None: not installed); llama.cpp is installed."""
     made = EngineHost(vllm_python=VLLM_PYTHON, **fields)  # type: ignore[arg-type]
-    made._found[LLAMA_CPP] = Installation(LLAMA_CPP, Path(sys.executable), "llama_cpp_python", "1")
-    made._found[VLLM] = (
+    made.probed[LLAMA_CPP] = Installation(LLAMA_CPP, Path(sys.executable), "llama_cpp_python", "1")
+    made.probed[VLLM] = (
         Installation(VLLM, VLLM_PYTHON, distribution, "0.32.0") if distribution else None
     )
     return made
