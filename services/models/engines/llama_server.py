@@ -362,17 +362,15 @@ def _error_payload(
             status, payload = formatter(body, match)
             return status, dict(payload)
     traceback.print_exception(error, file=sys.stderr)
-    return 500, {
-        "message": str(error),
-        "type": "internal_server_error",
-        "param": None,
-        "code": None,
-    }
+    return 500, _openai_error(str(error), "internal_server_error")
 
 
 def _error_reply(status: int, message: str, param: str | None) -> JSONResponse:
-    payload = {"message": message, "type": "invalid_request_error", "param": param, "code": None}
-    return JSONResponse({"error": payload}, status)
+    return JSONResponse({"error": _openai_error(message, "invalid_request_error", param)}, status)
+
+
+def _openai_error(message: str, kind: str, param: str | None = None) -> dict[str, Any]:
+    return {"message": message, "type": kind, "param": param, "code": None}
 
 
 def _usage_chunk(last: dict[str, Any], count: TokenCount) -> dict[str, Any]:

@@ -9,6 +9,7 @@ at once (Docker's CLI does the same implicitly).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Callable
@@ -88,6 +89,9 @@ class Runner:
 
     async def boot(self) -> None:
         """At daemon start: install with the defaults when nothing is, start if it ran."""
+        # Asking each backend's interpreter takes a subprocess: once, here, off the event loop.
+        host = self.engines.host
+        await asyncio.to_thread(lambda: [host.installation(name) for name in BACKENDS])
         if (
             not self.config.installed
             and self.engines.host.installation(self._defaults.default_backend) is not None

@@ -121,6 +121,17 @@ def start_model_stack(root: Path, modeld_args: Sequence[str] = ()) -> ModelStack
 
 
 @pytest.fixture(scope="module")
+def runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelStack]:
+    """A runner serving SmolLM2's GGUF as ai/smollm2 on llama.cpp, engines kept loaded."""
+    stack = start_model_stack(tmp_path_factory.mktemp("runner"), ["--keep-alive", "600"])
+    try:
+        stack.ok("model", "package", "--gguf", str(smollm2_gguf()), "ai/smollm2")
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
     with registry_server(tmp_path_factory.mktemp("registry")) as server:
         yield server

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -19,10 +18,9 @@ from berth.api.models.v1 import runner_service_pb2 as runner_pb
 from berth.api.models.v1.inference_service_pb2_grpc import InferenceServiceStub
 from berth.api.models.v1.operation_service_pb2_grpc import OperationServiceStub
 from berth.api.models.v1.runner_service_pb2_grpc import RunnerServiceStub
-from tests.integration.models.conftest import ModelStack, start_model_stack
+from tests.integration.models.conftest import ModelStack
 from tests.integration.test_errors import violations
 from tests.integration.test_forwarding import error_info
-from tests.support.models import smollm2_gguf
 from tests.support.processes import poll
 
 pytestmark = pytest.mark.timeout(300)
@@ -43,16 +41,6 @@ LEVEL_FIELDS = {
     "latency_p50",
     "latency_p99",
 }
-
-
-@pytest.fixture(scope="module")
-def runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelStack]:
-    stack = start_model_stack(tmp_path_factory.mktemp("bench"), ["--keep-alive", "600"])
-    try:
-        stack.ok("model", "package", "--gguf", str(smollm2_gguf()), MODEL)
-        yield stack
-    finally:
-        stack.stop()
 
 
 def _level_line(text: str, concurrency: int) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -25,25 +24,13 @@ from tests.integration.models.conftest import (
     SYSTEM,
     ModelStack,
     france_chat,
-    start_model_stack,
 )
 from tests.support.cluster import error_info
-from tests.support.models import smollm2_gguf
 from tests.support.processes import poll
 
 pytestmark = pytest.mark.timeout(300)
 
 MODEL = "ai/smollm2"
-
-
-@pytest.fixture(scope="module")
-def runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelStack]:
-    stack = start_model_stack(tmp_path_factory.mktemp("runner"), ["--keep-alive", "600"])
-    try:
-        stack.ok("model", "package", "--gguf", str(smollm2_gguf()), MODEL)
-        yield stack
-    finally:
-        stack.stop()
 
 
 def test_chat_over_grpc_streamed_and_not(runner: ModelStack) -> None:
