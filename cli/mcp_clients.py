@@ -74,6 +74,11 @@ def project_dir(global_: bool) -> str:
     return "" if global_ else os.getcwd()
 
 
+def absolute(config_file: str) -> str:
+    """The daemon has its own working directory: send it absolute paths."""
+    return os.path.abspath(config_file) if config_file else ""
+
+
 def render_change(client: pb.ClientInfo, backup: str, verb: str) -> None:
     emit(f"{verb} {client.display_name or client.name} ({client.config_path})")
     if backup:
@@ -95,7 +100,7 @@ def connect(
         scope=scope(global_),
         project_dir=project_dir(global_),
         transport=TRANSPORT_PROTO[transport],
-        config_path=config_file,
+        config_path=absolute(config_file),
     )
     response = _clients().ConnectClient(request)
     render_change(response.client, response.backup_path, "Connected berth to")
@@ -110,9 +115,13 @@ def disconnect(
         client=client,
         scope=scope(global_),
         project_dir=project_dir(global_),
-        config_path=config_file,
+        config_path=absolute(config_file),
     )
     response = _clients().DisconnectClient(request)
+    if not response.backup_path:  # nothing changed
+        shown = response.client
+        emit(f"berth is not connected to {shown.display_name or shown.name} ({shown.config_path})")
+        return
     render_change(response.client, response.backup_path, "Disconnected berth from")
 
 

@@ -61,6 +61,9 @@ def up(
     agent_prefix: Annotated[
         str, typer.Option(help="prefix of the namespaces the network agent creates")
     ] = "",
+    mcp_port: Annotated[
+        int, typer.Option(help="port of the aggregated MCP endpoint (0: any free port, -1: off)")
+    ] = 8811,
 ) -> None:
     """Start berth on this host (all daemons and the gateway) until Ctrl-C."""
     common = [
@@ -74,7 +77,8 @@ def up(
     agent_args = (["--netns", agent_netns] if agent_netns else []) + (
         ["--name-prefix", agent_prefix] if agent_prefix else []
     )
-    daemons = _daemon_children(state_dir, socket.parent, common, metrics_port, agent_args)
+    extra = {"network": agent_args, "mcp": ["--gateway-port", str(mcp_port)]}
+    daemons = _daemon_children(state_dir, socket.parent, common, metrics_port, extra)
     gateway_args = [
         "--state-dir",
         str(state_dir / "gateway"),
@@ -98,7 +102,7 @@ def _daemon_children(
     socket_dir: Path,
     common: list[str],
     metrics_port: int,
-    agent_args: list[str],
+    extra: dict[str, list[str]],
 ) -> list[Child]:
     specs = [
         ("network", "berth.network.main", "networkd"),
@@ -115,7 +119,7 @@ def _daemon_children(
             f"unix://{sock}",
             *common,
             *_metrics(metrics_port, offset),
-            *(agent_args if name == "network" else []),
+            *extra.get(name, []),
         ]
         children.append(Child(name, module, args, sock))
     return children

@@ -22,6 +22,7 @@ class Code(enum.Enum):
     UNAUTHENTICATED = "UNAUTHENTICATED"
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
     UNAVAILABLE = "UNAVAILABLE"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     UNIMPLEMENTED = "UNIMPLEMENTED"
     INTERNAL = "INTERNAL"
     DATA_LOSS = "DATA_LOSS"
@@ -109,6 +110,11 @@ class ResourceExhausted(BerthError):
 class Unavailable(BerthError):
     code = Code.UNAVAILABLE
     default_reason = "UNAVAILABLE"
+
+
+class DeadlineExceeded(BerthError):
+    code = Code.DEADLINE_EXCEEDED
+    default_reason = "DEADLINE_EXCEEDED"
 
 
 class NotYetAvailable(BerthError):

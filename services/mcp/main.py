@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import functools
+import secrets
+import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from berth.api.mcp.v1 import (
     catalog_service_pb2_grpc,
@@ -18,46 +22,113 @@ from berth.api.mcp.v1 import (
     tool_service_pb2_grpc,
 )
 from berth.common import logging
-from berth.common.jsonfile import read_json, write_json
+from berth.common.http_server import HttpServer
+from berth.common.jsonfile import read_json, write_json, write_text
 from berth.common.server import Daemon, Lifecycle, registration, run_daemon
 from berth.common.system import system_servicer
 from berth.mcp.adapters.catalog_store import FileCatalogStore
+from berth.mcp.adapters.client_files import ClientFiles
 from berth.mcp.adapters.server_store import FileServerStore
+from berth.mcp.adapters.tool_store import FileToolSwitchStore
 from berth.mcp.domain.catalogs import Catalogs, load_builtin
+from berth.mcp.domain.clients import McpClients
+from berth.mcp.domain.clients import Transport as ClientTransport
 from berth.mcp.domain.features import FeatureFlags
 from berth.mcp.domain.servers import Servers
+from berth.mcp.domain.tools import ToolSwitches
+from berth.mcp.gateway.http import McpEndpoint
+from berth.mcp.gateway.hub import Endpoint, Hub
 from berth.mcp.settings import McpdSettings
 from berth.mcp.transport.catalogs import CatalogServicer
+from berth.mcp.transport.clients import ClientServicer
 from berth.mcp.transport.features import FeatureServicer
+from berth.mcp.transport.gateway import GatewayServicer
 from berth.mcp.transport.servers import ServerServicer
+from berth.mcp.transport.tools import ToolServicer
 
-TOOLKIT = "MCP servers, tools and the aggregated endpoint"
 SECRETS = "the MCP secret store, policies and OAuth"
+TOKEN_FILE = "gateway-token"
+
+
+def gateway_token(settings: McpdSettings) -> tuple[str, bool]:
+    """The endpoint's bearer token, and whether it was just made: the setting, else the one
+    kept in the state directory, else a new one kept there."""
+    if settings.gateway_token:
+        return settings.gateway_token, False
+    path = settings.state_dir / TOKEN_FILE
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip(), False
+    token = secrets.token_urlsafe(32)
+    write_text(path, token + "\n")
+    return token, True
+
+
+def announce(url: str, token_path: Path, token: str, new: bool) -> None:
+    """Shown once at start on stderr, not in the logs (the token is a secret)."""
+    print(f"berth-mcpd: MCP endpoint {url} (also /sse)", file=sys.stderr)
+    if new:
+        print(f"berth-mcpd: new bearer token {token} (kept in {token_path})", file=sys.stderr)
 
 
 def build_mcp(settings: McpdSettings) -> Daemon:
     lifecycle = Lifecycle()
     features_file = settings.state_dir / "features.json"
-    flags = FeatureFlags(
-        load=functools.partial(read_json, features_file, {}),
-        save=functools.partial(write_json, features_file),
-    )
+
+    def save_features(overrides: dict[str, Any]) -> None:
+        write_json(features_file, overrides)
+        hub.changed()
+
+    flags = FeatureFlags(load=functools.partial(read_json, features_file, {}), save=save_features)
     catalogs = Catalogs(load_builtin(), FileCatalogStore(settings.state_dir / "catalogs"))
     servers = Servers(catalogs, FileServerStore(settings.state_dir))
+    switches = ToolSwitches(FileToolSwitchStore(settings.state_dir))
+    hub = Hub(servers, switches, flags, settings.state_dir, settings.call_timeout)
+    # Every change reaches the hub, which tells connected clients their lists changed.
+    catalogs.on_change = servers.on_change = switches.on_change = hub.changed
+    token, new_token = gateway_token(settings)
+    endpoint = McpEndpoint(hub, token, {settings.gateway_host})
+
+    def served(transport: ClientTransport) -> tuple[str, str] | None:
+        urls = {e.transport: e.url for e in hub.endpoints}
+        url = urls.get(transport.value)
+        return (url, token) if url else None
+
+    clients = McpClients(settings.client_home, served, ClientFiles())
+    http = HttpServer(endpoint, settings.gateway_host, max(settings.gateway_port, 0))
+
+    async def start() -> None:
+        if settings.gateway_port < 0:
+            return
+        host, port = await http.start()
+        base = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+        hub.endpoints = [Endpoint("streaming", f"{base}/mcp"), Endpoint("sse", f"{base}/sse")]
+        announce(hub.endpoints[0].url, settings.state_dir / TOKEN_FILE, token, new_token)
+
+    async def stop() -> None:
+        await endpoint.close()
+        await http.stop()
+        await hub.close()
+
     system = system_servicer(system_service_pb2_grpc, "berth-mcpd", lifecycle)
     services = [
         registration(system_service_pb2_grpc, "SystemService", system),
         registration(feature_service_pb2_grpc, "FeatureService", FeatureServicer(flags)),
         registration(catalog_service_pb2_grpc, "CatalogService", CatalogServicer(catalogs)),
-        registration(server_service_pb2_grpc, "ServerService", ServerServicer(servers)),
-        registration(tool_service_pb2_grpc, "ToolService", planned=TOOLKIT),
-        registration(client_service_pb2_grpc, "ClientService", planned=TOOLKIT),
-        registration(gateway_service_pb2_grpc, "GatewayService", planned=TOOLKIT),
+        registration(
+            server_service_pb2_grpc, "ServerService", ServerServicer(servers, hub.server_slot)
+        ),
+        registration(tool_service_pb2_grpc, "ToolService", ToolServicer(hub, switches)),
+        registration(client_service_pb2_grpc, "ClientService", ClientServicer(clients)),
+        registration(
+            gateway_service_pb2_grpc, "GatewayService", GatewayServicer(hub, servers, lambda: token)
+        ),
         registration(secret_service_pb2_grpc, "SecretService", planned=SECRETS),
         registration(policy_service_pb2_grpc, "PolicyService", planned=SECRETS),
         registration(oauth_service_pb2_grpc, "OAuthService", planned=SECRETS),
     ]
-    return Daemon("berth-mcpd", settings, services, lifecycle=lifecycle)
+    return Daemon(
+        "berth-mcpd", settings, services, lifecycle=lifecycle, on_start=[start], on_stop=[stop]
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

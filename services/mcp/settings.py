@@ -23,3 +23,21 @@ class McpdSettings(DaemonSettings):
         default_factory=lambda: ["unix:///run/berth/mcpd.sock"],
         description="unix:///path.sock or host:port (repeatable)",
     )
+    gateway_host: str = Field(
+        "127.0.0.1", description="address of the aggregated MCP endpoint (/mcp and /sse)"
+    )
+    gateway_port: int = Field(
+        8811, ge=-1, le=65535, description="its port; 0 picks a free one, -1 serves no HTTP"
+    )
+    gateway_token: str = Field(
+        "",
+        description="bearer token HTTP clients must send; empty: generate one, kept in "
+        "STATE_DIR/gateway-token",
+    )
+    call_timeout: float = Field(
+        60.0, gt=0, description="seconds a tools/call may take unless its server says otherwise"
+    )
+    client_home: Path = Field(
+        default_factory=Path.home,
+        description="home directory whose MCP client configuration files `client` commands edit",
+    )

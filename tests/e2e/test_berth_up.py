@@ -74,6 +74,8 @@ def _up(tmp_path: Path, host: AgentHost) -> Iterator[Up]:
             host.netns,
             "--agent-prefix",
             host.prefix,
+            "--mcp-port",
+            "0",
         ],
         stdout=subprocess.DEVNULL,
         stderr=(tmp_path / "up.log").open("wb"),
@@ -136,10 +138,10 @@ def test_status_and_version_report_every_daemon(up: Up) -> None:
 
 
 def test_a_planned_command_says_so_plainly(up: Up) -> None:
-    tools = up.berth("mcp", "tools", "ls")
-    assert tools.returncode == 1
-    assert "not available yet" in tools.stderr
-    assert "MCP servers, tools and the aggregated endpoint" in tools.stderr
+    secrets = up.berth("mcp", "secret", "ls")
+    assert secrets.returncode == 1
+    assert "not available yet" in secrets.stderr
+    assert "the MCP secret store, policies and OAuth" in secrets.stderr
 
 
 def test_the_model_store_answers_under_berth_up(up: Up) -> None:

@@ -52,11 +52,14 @@ IMPLEMENTED = {
             "ResetServerConfig",
         )
     ),
+    *(path for path in build_routes() if path.startswith("/berth.mcp.v1.ToolService/")),
+    *(path for path in build_routes() if path.startswith("/berth.mcp.v1.GatewayService/")),
+    *(path for path in build_routes() if path.startswith("/berth.mcp.v1.ClientService/")),
 }
 CAPABILITIES = {
     "network": set(),
     "models": set(),
-    "mcp": {mcp_main.TOOLKIT, mcp_main.SECRETS},
+    "mcp": {mcp_main.SECRETS},
 }
 
 

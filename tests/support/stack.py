@@ -11,6 +11,7 @@ import grpc
 
 from berth.gateway.auth import add_token
 from tests.support.hostns import AgentHost, host_namespace
+from tests.support.mcp import MCP_GATEWAY_TOKEN
 from tests.support.processes import DaemonProcess, free_port, start, wait_serving
 from tests.support.tls import TlsFiles, make_tls
 
@@ -83,6 +84,8 @@ def start_stack(root: Path, host: AgentHost, gateway_args: list[str] | None = No
             extra = {
                 "network": [*host.agent_args(), "--resolv-conf", str(resolv_conf)],
                 "models": ["--openai-port", "0"],  # never the machine's 12434
+                # never the machine's 8811
+                "mcp": ["--gateway-port", "0", "--gateway-token", MCP_GATEWAY_TOKEN],
             }.get(domain, [])
             daemons[domain] = start(
                 program,

@@ -318,6 +318,17 @@ class Catalogs:
         self.builtin = builtin
         self.store = store
         self.clock = clock
+        # Called after every change (the gateway re-reads how to run its servers).
+        self.on_change: Callable[[], None] = lambda: None
+
+    def _save(self, catalog: Catalog) -> None:
+        self.store.save(catalog)
+        self.on_change()
+
+    def _remove(self, name: str) -> bool:
+        removed = self.store.remove(name)
+        self.on_change()
+        return removed
 
     def list(self) -> list[Catalog]:
         return [self.builtin, *sorted(self.store.load_all(), key=lambda c: c.name)]
@@ -337,7 +348,7 @@ class Catalogs:
         if name == BUILTIN_NAME or self.store.load(name) is not None:
             raise AlreadyExists(f"catalog {name!r} already exists", metadata={"name": name})
         catalog = Catalog(name, display_name, description, update_time=self.clock())
-        self.store.save(catalog)
+        self._save(catalog)
         return catalog
 
     def import_(self, name: str, content: str, source: str, dry_run: bool) -> Catalog:
@@ -345,7 +356,7 @@ class Catalogs:
         self._refuse_builtin(catalog.name, "replaced")
         catalog = replace(catalog, update_time=self.clock())
         if not dry_run:
-            self.store.save(catalog)
+            self._save(catalog)
         return catalog
 
     def export(self, name: str) -> str:
@@ -361,7 +372,7 @@ class Catalogs:
                 metadata={"catalog": catalog_name, "server": server},
             )
         servers = dict(sorted({**catalog.servers, server: entry}.items()))
-        self.store.save(replace(catalog, servers=servers, update_time=self.clock()))
+        self._save(replace(catalog, servers=servers, update_time=self.clock()))
 
     def remove_server(self, catalog_name: str, server: str) -> None:
         catalog = self._user_catalog(catalog_name, "changed")
@@ -372,16 +383,16 @@ class Catalogs:
                 metadata={"catalog": catalog_name, "server": server},
             )
         servers = {name: e for name, e in catalog.servers.items() if name != server}
-        self.store.save(replace(catalog, servers=servers, update_time=self.clock()))
+        self._save(replace(catalog, servers=servers, update_time=self.clock()))
 
     def remove(self, name: str) -> None:
         self._user_catalog(name, "removed")
-        self.store.remove(name)
+        self._remove(name)
 
     def reset(self) -> list[str]:
         names = sorted(c.name for c in self.store.load_all())
         for name in names:
-            self.store.remove(name)
+            self._remove(name)
         return names
 
     def _user_catalog(self, name: str, verb: str) -> Catalog:

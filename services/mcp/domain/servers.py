@@ -9,16 +9,16 @@ document keyed by server name).
 Config text is YAML or JSON (JSON is read as YAML). Every problem with it is reported as
 an INVALID_ARGUMENT violation on `content`: "line L, column C: invalid YAML: ..." for a
 syntax error, "SERVER.PATH: reason" for a value the schema refuses; nothing is written
-then. This slice neither starts servers nor knows secrets, OAuth tokens or policies: the
-requirement columns say "required" for every secret and OAuth need (their stores come with
-later issues).
+then. Running servers is the gateway's job (berth.mcp.gateway); it hears of every change
+through `on_change`. There is no secret, OAuth or policy store yet: the requirement columns
+say "required" for every secret and OAuth need.
 """
 
 from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -202,6 +202,16 @@ class Servers:
     def __init__(self, catalogs: Catalogs, store: ServerStore) -> None:
         self.catalogs = catalogs
         self.store = store
+        # Called after every change (connected MCP clients hear that the lists changed).
+        self.on_change: Callable[[], None] = lambda: None
+
+    def _save_enabled(self, names: list[str]) -> None:
+        self.store.save_enabled(names)
+        self.on_change()
+
+    def _save_config(self, config: Mapping[str, Config]) -> None:
+        self.store.save_config(config)
+        self.on_change()
 
     def entries(self) -> dict[str, tuple[str, ServerEntry]]:
         """Server name -> (catalog name, entry); the first catalog with a name wins."""
@@ -224,7 +234,7 @@ class Servers:
         unknown = [name for name in _unique(names) if name not in entries]
         if unknown:
             raise _not_found(unknown[0])
-        self.store.save_enabled(sorted({*self.store.load_enabled(), *names}))
+        self._save_enabled(sorted({*self.store.load_enabled(), *names}))
         return self._statuses(_unique(names), entries)
 
     def disable(self, names: list[str]) -> list[str]:
@@ -233,13 +243,13 @@ class Servers:
         enabled = self.store.load_enabled()
         disabled = [name for name in _unique(names) if name in enabled]
         if disabled:
-            self.store.save_enabled([name for name in enabled if name not in disabled])
+            self._save_enabled([name for name in enabled if name not in disabled])
         return disabled
 
     def reset(self) -> list[str]:
         enabled = sorted(self.store.load_enabled())
         if enabled:
-            self.store.save_enabled([])
+            self._save_enabled([])
         return enabled
 
     def list(self) -> list[ServerStatus]:
@@ -284,19 +294,19 @@ class Servers:
             raise _invalid(problems)
         config = {**(self.store.load_config() if server else {}), **replacement}
         stored = {name: value for name, value in config.items() if value}
-        self.store.save_config(stored)
+        self._save_config(stored)
         return dump_config(stored.get(server, {}) if server else stored)
 
     def reset_config(self, server: str) -> None:
         config = self.store.load_config()
         if not server:
-            self.store.save_config({})
+            self._save_config({})
             return
         if server not in config:
             self.find(server)
             return
         del config[server]
-        self.store.save_config(config)
+        self._save_config(config)
 
     @staticmethod
     def _whole_config(document: Any) -> dict[str, Any]:

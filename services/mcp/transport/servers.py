@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc.aio
 
 from berth.api.mcp.v1 import resources_pb2 as res
@@ -15,6 +17,7 @@ from berth.mcp.domain.servers import (
     ServerStatus,
     dump_config,
 )
+from berth.mcp.gateway.session import Slot
 from berth.mcp.transport.catalogs import spec_from_entry
 
 REQUIREMENTS = {
@@ -31,15 +34,22 @@ FORMATS = {
 ORPHAN = "no catalog has this server any more: disable it or add its entry back"
 
 
+# A server's connection in the gateway's own session, when it has one.
+Runtime = Callable[[str], Slot | None]
+
+
 class ServerServicer(pb_grpc.ServerServiceServicer):
-    def __init__(self, servers: Servers) -> None:
+    def __init__(self, servers: Servers, runtime: Runtime = lambda _: None) -> None:
         self.servers = servers
+        self.runtime = runtime
 
     async def EnableServers(
         self, request: pb.EnableServersRequest, context: grpc.aio.ServicerContext
     ) -> pb.EnableServersResponse:
         enabled = self.servers.enable(list(request.names))
-        return pb.EnableServersResponse(servers=[server_to_proto(s) for s in enabled])
+        return pb.EnableServersResponse(
+            servers=[server_to_proto(s, self.runtime(s.name)) for s in enabled]
+        )
 
     async def DisableServers(
         self, request: pb.DisableServersRequest, context: grpc.aio.ServicerContext
@@ -49,12 +59,15 @@ class ServerServicer(pb_grpc.ServerServiceServicer):
     async def ListServers(
         self, request: pb.ListServersRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListServersResponse:
-        return pb.ListServersResponse(servers=[server_to_proto(s) for s in self.servers.list()])
+        return pb.ListServersResponse(
+            servers=[server_to_proto(s, self.runtime(s.name)) for s in self.servers.list()]
+        )
 
     async def InspectServer(
         self, request: pb.InspectServerRequest, context: grpc.aio.ServicerContext
     ) -> pb.InspectServerResponse:
-        return inspection(self.servers.inspect(request.name))
+        server = self.servers.inspect(request.name)
+        return inspection(server, self.runtime(server.name))
 
     async def ResetServers(
         self, request: pb.ResetServersRequest, context: grpc.aio.ServicerContext
@@ -87,10 +100,10 @@ def config_format(value: int) -> ConfigFormat:
     return FORMATS[value]
 
 
-def server_to_proto(server: ServerStatus) -> res.Server:
-    """A row of `server ls`. Nothing runs in this slice yet, so every server is stopped."""
+def server_to_proto(server: ServerStatus, slot: Slot | None = None) -> res.Server:
+    """A row of `server ls`; `slot` is its connection in the gateway's own session."""
     entry = server.entry
-    return res.Server(
+    message = res.Server(
         name=server.name,
         title=entry.get("title", ""),
         description=entry.get("description", "") if server.catalog else ORPHAN,
@@ -102,9 +115,31 @@ def server_to_proto(server: ServerStatus) -> res.Server:
         policy_status=REQUIREMENTS[server.policy],
         state=res.SERVER_STATE_STOPPED,
     )
+    if slot is not None:
+        _add_runtime(message, slot)
+    return message
 
 
-def inspection(server: ServerStatus) -> pb.InspectServerResponse:
+def _add_runtime(message: res.Server, slot: Slot) -> None:
+    upstream = slot.upstream
+    message.restart_count = slot.restarts
+    message.last_error = slot.failure
+    if upstream is None:
+        message.state = res.SERVER_STATE_FAILED if slot.failure else res.SERVER_STATE_STOPPED
+        return
+    message.state = res.SERVER_STATE_RUNNING if upstream.alive else res.SERVER_STATE_FAILED
+    message.last_error = slot.failure or upstream.failure
+    if upstream.alive:
+        message.pid = upstream.pid
+    message.start_time.FromDatetime(upstream.start_time)
+    message.implementation_name = str(upstream.server_info.get("name", ""))
+    message.implementation_version = str(upstream.server_info.get("version", ""))
+    message.protocol_version = upstream.protocol_version
+    tools = upstream.cached("tools")
+    message.tool_count = len(tools) if tools is not None else 0
+
+
+def inspection(server: ServerStatus, slot: Slot | None = None) -> pb.InspectServerResponse:
     spec = spec_from_entry(server.name, server.entry)
     # The tools its entry declares, all enabled: live tools and `tools disable` come with
     # the gateway slice. `exposed_name` is left to it too (it depends on name clashes).
@@ -115,7 +150,7 @@ def inspection(server: ServerStatus) -> pb.InspectServerResponse:
         for s in spec.secrets
     ]
     return pb.InspectServerResponse(
-        server=server_to_proto(server),
+        server=server_to_proto(server, slot),
         spec=spec,
         config=_config_text(server),
         tools=tools,

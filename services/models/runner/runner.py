@@ -25,7 +25,7 @@ from berth.models.adapters.system_memory import total_memory
 from berth.models.domain.engines import BACKENDS, LLAMA_CPP
 from berth.models.engines.backends import BackendNotInstalled, gpu_present
 from berth.models.runner.engines import EngineManager
-from berth.models.transport.http_server import HttpServer
+from berth.common.http_server import HttpServer
 
 log = structlog.get_logger("berth.models.runner")
 

@@ -23,7 +23,7 @@ from berth.models.domain.catalog import ModelNotFound
 from berth.models.domain.model_config import ModelConfig
 from berth.models.engines.client import EngineClient
 from berth.models.store.local import ModelView
-from berth.models.transport.http_server import HttpServer
+from berth.common.http_server import HttpServer
 from berth.models.transport.openai_http import openai_app
 from tests.support.fake_engine import FakeEngine, fake_engine
 

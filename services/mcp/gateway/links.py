@@ -1,0 +1,256 @@
+"""Links to MCP servers: the byte pipes a gateway speaks MCP over, one per connection.
+
+A stdio link is a child process in its own process group (so stopping it stops whatever it
+started, npx's node included) that also dies with berth-mcpd (PR_SET_PDEATHSIG). HTTP links
+are the MCP SDK's streamable HTTP and SSE client transports, pumped into the same interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+import httpx2
+import structlog
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.message import SessionMessage
+from mcp_types import jsonrpc_message_adapter
+
+from berth.mcp.gateway.messages import Message
+
+log = structlog.get_logger("berth.mcp.links")
+
+# Tool results (images, files) can make long lines.
+LINE_LIMIT = 64 << 20
+STDERR_TAIL_LINES = 20
+CLOSE_GRACE_S = 2.0
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class LinkError(Exception):
+    """The server could not be started or reached."""
+
+
+class Link(Protocol):
+    """One connection to one MCP server."""
+
+    pid: int  # the process of a stdio server; 0 for a remote one
+
+    async def send(self, message: Message) -> None: ...
+
+    async def receive(self) -> Message | None:
+        """The next message; None once the server is gone."""
+        ...
+
+    def failure(self) -> str:
+        """Why the link ended, for people (exit status, last lines of stderr)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: no imports, no allocation-heavy work.
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+class StdioLink:
+    """A server process spoken to over newline-delimited JSON on stdin/stdout."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self._process = process
+        self.pid = process.pid
+        self._stderr: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self._stderr_task = asyncio.create_task(self._drain_stderr())
+        self._send_lock = asyncio.Lock()
+
+    @classmethod
+    async def start(
+        cls, command: str, args: list[str], env: dict[str, str], cwd: str | None
+    ) -> StdioLink:
+        program = shutil.which(command, path=env.get("PATH"))
+        if program is None:
+            raise LinkError(f"command {command!r} not found on PATH")
+        try:
+            process = await asyncio.create_subprocess_exec(
+                program,
+                *args,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+                limit=LINE_LIMIT,
+            )
+        except OSError as error:
+            raise LinkError(f"cannot start {command!r}: {error.strerror or error}") from None
+        return cls(process)
+
+    async def send(self, message: Message) -> None:
+        stdin = self._process.stdin
+        assert stdin is not None
+        line = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+        async with self._send_lock:
+            try:
+                stdin.write(line)
+                await stdin.drain()
+            except (ConnectionError, RuntimeError) as error:
+                raise LinkError(f"the server's stdin is closed: {error}") from None
+
+    async def receive(self) -> Message | None:
+        stdout = self._process.stdout
+        assert stdout is not None
+        while True:
+            try:
+                line = await stdout.readline()
+            except (ValueError, asyncio.LimitOverrunError):
+                self._stderr.append(f"berth: an output line longer than {LINE_LIMIT} bytes")
+                return None
+            if not line:
+                return None
+            try:
+                message = json.loads(line)
+            except json.JSONDecodeError:
+                log.debug("mcp server wrote a non-JSON line", pid=self.pid, line=line[:200])
+                continue
+            if isinstance(message, dict):
+                return message
+
+    def failure(self) -> str:
+        code = self._process.returncode
+        status = "is not answering" if code is None else f"exited with status {code}"
+        if code is not None and code < 0:
+            status = f"was killed by signal {-code}"
+        tail = " | ".join(line for line in self._stderr if line)
+        return f"{status}: {tail}" if tail else status
+
+    async def close(self) -> None:
+        process = self._process
+        if process.stdin is not None and not process.stdin.is_closing():
+            process.stdin.close()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(process.wait(), CLOSE_GRACE_S)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            self._signal_group(sig)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(process.wait(), CLOSE_GRACE_S)
+            if process.returncode is not None:
+                break
+        # Whatever the server started and left behind in its group goes too.
+        self._signal_group(signal.SIGKILL)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stderr_task, CLOSE_GRACE_S)
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
+
+    async def _drain_stderr(self) -> None:
+        stderr = self._process.stderr
+        assert stderr is not None
+        with contextlib.suppress(ValueError, asyncio.LimitOverrunError):
+            while line := await stderr.readline():
+                self._stderr.append(line.decode(errors="replace").rstrip())
+
+
+Streams = AbstractAsyncContextManager[Any]
+
+
+class HttpLink:
+    """A remote server over the SDK's streamable HTTP or SSE client transport."""
+
+    pid = 0
+
+    def __init__(self, open_streams: Callable[[], Streams], url: str) -> None:
+        self._open_streams = open_streams
+        self._url = url
+        self._inbox: asyncio.Queue[Message | None] = asyncio.Queue()
+        self._write: Any = None
+        self._ready = asyncio.Event()
+        self._problem = ""
+        self._task = asyncio.create_task(self._run())
+
+    @classmethod
+    async def connect(cls, url: str, transport: str, headers: dict[str, str]) -> HttpLink:
+        if transport == "sse":
+
+            def open_streams() -> Streams:
+                return sse_client(url, headers=headers)
+        else:
+
+            def open_streams() -> Streams:
+                client = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300))
+                return _owning(client, streamable_http_client(url, http_client=client))
+
+        link = cls(open_streams, url)
+        await link._ready.wait()
+        if link._write is None:
+            raise LinkError(f"cannot reach {url}: {link._problem}")
+        return link
+
+    async def _run(self) -> None:
+        try:
+            async with self._open_streams() as (read, write):
+                self._write = write
+                self._ready.set()
+                async for item in read:
+                    if isinstance(item, Exception):
+                        log.debug("remote mcp server sent something unreadable", error=str(item))
+                        continue
+                    self._inbox.put_nowait(_as_dict(item))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:  # the SDK raises exception groups
+            self._problem = _first_cause(error)
+        finally:
+            self._write = None
+            self._ready.set()
+            self._inbox.put_nowait(None)
+
+    async def send(self, message: Message) -> None:
+        write = self._write
+        if write is None:
+            raise LinkError(f"the connection to {self._url} is closed")
+        await write.send(SessionMessage(jsonrpc_message_adapter.validate_python(message)))
+
+    async def receive(self) -> Message | None:
+        return await self._inbox.get()
+
+    def failure(self) -> str:
+        return f"the connection to {self._url} ended" + (
+            f": {self._problem}" if self._problem else ""
+        )
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task
+
+
+@contextlib.asynccontextmanager
+async def _owning(client: httpx2.AsyncClient, streams: Streams) -> AsyncIterator[Any]:
+    async with client, streams as opened:
+        yield opened
+
+
+def _as_dict(item: SessionMessage) -> Message:
+    return item.message.model_dump(by_alias=True, mode="json", exclude_unset=True)
+
+
+def _first_cause(error: BaseException) -> str:
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return str(error) or type(error).__name__
