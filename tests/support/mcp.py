@@ -18,7 +18,7 @@ MCP_GATEWAY_TOKEN = "berth-test-mcp-token"
 TEST_CATALOG = f"""\
 name: test-servers
 servers:
-  everything:
+  everything-local:
     title: Everything (local)
     description: The MCP reference test server, from node_modules
     command: {NODE_BIN / "mcp-server-everything"}

@@ -140,8 +140,8 @@ class YamlDocument:
             node = node.setdefault(key, {}) if create else node.get(key)
         if not isinstance(node, dict):
             return None
-        if create:
-            return node.setdefault(last, [] if self.layout.listed else {})
+        if create and node.get(last) is None:  # absent, or a key without a value
+            node[last] = [] if self.layout.listed else {}
         return node.get(last)
 
     def servers(self) -> dict[str, Any]:
@@ -152,11 +152,12 @@ class YamlDocument:
 
     def put_server(self, name: str, entry: Mapping[str, Any]) -> None:
         container = self._container(create=True)
-        if not self.layout.listed and isinstance(container, dict):
+        expected = list if self.layout.listed else dict
+        if not isinstance(container, expected):
+            raise not_a_container(self.path, self.layout, container)
+        if isinstance(container, dict):
             container[name] = dict(entry)
             return
-        if not isinstance(container, list):
-            raise not_a_container(self.path, self.layout, container)
         named = [i for i, item in enumerate(container) if self._named(item, name)]
         if named:
             container[named[0]] = dict(entry)

@@ -21,11 +21,11 @@ import structlog
 from starlette.applications import Starlette
 
 from berth.common.errors import BerthError, FailedPrecondition
+from berth.common.http_server import HttpServer
 from berth.models.adapters.system_memory import total_memory
 from berth.models.domain.engines import BACKENDS, LLAMA_CPP
 from berth.models.engines.backends import BackendNotInstalled, gpu_present
 from berth.models.runner.engines import EngineManager
-from berth.common.http_server import HttpServer
 
 log = structlog.get_logger("berth.models.runner")
 

@@ -17,13 +17,13 @@ import httpx2
 import openai
 import pytest
 
+from berth.common.http_server import HttpServer
 from berth.models.domain import media_types
 from berth.models.domain.artifact import Descriptor, Manifest
 from berth.models.domain.catalog import ModelNotFound
 from berth.models.domain.model_config import ModelConfig
 from berth.models.engines.client import EngineClient
 from berth.models.store.local import ModelView
-from berth.common.http_server import HttpServer
 from berth.models.transport.openai_http import openai_app
 from tests.support.fake_engine import FakeEngine, fake_engine
 

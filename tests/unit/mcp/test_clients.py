@@ -403,13 +403,32 @@ def test_a_file_that_cannot_be_parsed_is_refused_and_left_untouched(
     assert (row.connected, row.servers) == (False, [])
 
 
-def test_a_servers_key_of_the_wrong_type_is_refused(clients: McpClients, home: Path) -> None:
-    path = global_file(home, "cursor")
+@pytest.mark.parametrize(
+    ("name", "content", "problem"),
+    [
+        ("cursor", '{"mcpServers": []}\n', "mcpServers is not an object"),
+        ("goose", "extensions: []\n", "extensions is list, expected an object"),
+        ("continue", "mcpServers: {}\n", "mcpServers is dict, expected a list"),
+        ("codex", "mcp_servers = 3\n", "mcp_servers is Integer, expected an object"),
+    ],
+)
+def test_a_servers_key_of_the_wrong_type_is_refused(
+    clients: McpClients, home: Path, name: str, content: str, problem: str
+) -> None:
+    path = global_file(home, name)
     path.parent.mkdir(parents=True)
-    path.write_text('{"mcpServers": []}\n')
-    with pytest.raises(InvalidArgument, match="mcpServers is not an object"):
-        clients.connect("cursor", Scope.GLOBAL)
-    assert path.read_text() == '{"mcpServers": []}\n'
+    path.write_text(content)
+    with pytest.raises(InvalidArgument, match=problem):
+        clients.connect(name, Scope.GLOBAL)
+    assert path.read_text() == content
+
+
+def test_a_yaml_servers_key_without_a_value_is_filled(clients: McpClients, home: Path) -> None:
+    path = global_file(home, "continue")
+    path.parent.mkdir(parents=True)
+    path.write_text("name: Local\nmcpServers:\n")
+    clients.connect("continue", Scope.GLOBAL)
+    assert document(path) == {"name": "Local", "mcpServers": [STDIO_ENTRIES["continue"]]}
 
 
 def test_a_yaml_file_with_comments_is_refused_rather_than_stripped(
