@@ -50,6 +50,7 @@ bench: setup
 	$(PY) -m bench.overlay
 	$(PY) -m bench.model_store
 	$(PY) -m bench.inference
+	$(PY) -m bench.mcp
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .cache .pytest_cache .ruff_cache

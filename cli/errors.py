@@ -21,7 +21,9 @@ def describe_rpc_error(error: grpc.RpcError, host: str) -> str:
     """The lines to print for a failed call: the message, then any field violations."""
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
     details = (error.details() if hasattr(error, "details") else None) or str(error)
-    if code == grpc.StatusCode.UNAVAILABLE and "BACKEND_UNAVAILABLE" not in _reasons(error):
+    # An UNAVAILABLE with a reason came from a daemon that was reached (a backend or an MCP
+    # server of berth's is down), not from the transport.
+    if code == grpc.StatusCode.UNAVAILABLE and not _reasons(error):
         return f"cannot reach berth at {host}: {details}\nIs it running? Start it with `berth up`."
     lines = [details]
     for field, description in field_violations(error):

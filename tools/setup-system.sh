@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
   iproute2      # ip netns, for the network agent and its tests
   nftables      # nft: the network agent's firewall and NAT rules
-  util-linux    # nsenter: commands in namespaces given by path
+  util-linux    # nsenter: commands in namespaces given by path; setpriv: MCP servers die with berth-mcpd
   iputils-ping  # ping, used by the network tests
   dnsmasq-base  # a real upstream resolver for the embedded DNS tests, and the DNS bench baseline
   bind9-dnsutils  # dig: DNS lookups from inside sandboxes in the tests

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 from uuid import uuid4
 
+import anyio
 import structlog
 from mcp.server.sse import SseServerTransport
 from mcp.server.streamable_http import StreamableHTTPServerTransport
@@ -98,12 +99,15 @@ def _sender(write: Any) -> Callable[[dict[str, Any], RequestId | None], Awaitabl
 
 
 async def _pump(read: Any, session: GatewaySession) -> None:
-    async for item in read:
-        if isinstance(item, Exception):
-            continue
-        await session.receive(
-            item.message.model_dump(by_alias=True, mode="json", exclude_unset=True)
-        )
+    """The client's messages into its session, until its stream ends. A streamable HTTP
+    session that the client ends (DELETE) closes the stream under this reader."""
+    with contextlib.suppress(anyio.ClosedResourceError):
+        async for item in read:
+            if isinstance(item, Exception):
+                continue
+            await session.receive(
+                item.message.model_dump(by_alias=True, mode="json", exclude_unset=True)
+            )
 
 
 def _peer(scope: Scope) -> str:

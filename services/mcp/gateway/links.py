@@ -1,15 +1,19 @@
 """Links to MCP servers: the byte pipes a gateway speaks MCP over, one per connection.
 
 A stdio link is a child process in its own process group (so stopping it stops whatever it
-started, npx's node included) that also dies with berth-mcpd (PR_SET_PDEATHSIG). HTTP links
-are the MCP SDK's streamable HTTP and SSE client transports, pumped into the same interface.
+started, npx's node included) that also dies with berth-mcpd (PR_SET_PDEATHSIG, set by
+util-linux's `setpriv` just before it becomes the server). It is not set from a Python
+`preexec_fn`: that makes Python fork() the daemon and run fork handlers in the child, and
+gRPC's handlers then crash it (SIGABRT, SIGSEGV) before it ever runs the server. Without
+one, Python starts the child with vfork() and exec(), which runs no fork handlers.
+HTTP links are the MCP SDK's streamable HTTP and SSE client transports, pumped into the
+same interface.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -34,8 +38,8 @@ log = structlog.get_logger("berth.mcp.links")
 LINE_LIMIT = 64 << 20
 STDERR_TAIL_LINES = 20
 CLOSE_GRACE_S = 2.0
-PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
+# Runs its arguments with PR_SET_PDEATHSIG set (SIGTERM when berth-mcpd exits).
+SETPRIV = shutil.which("setpriv") or shutil.which("setpriv", path="/usr/bin:/bin")
 
 
 class LinkError(Exception):
@@ -60,9 +64,11 @@ class Link(Protocol):
     async def close(self) -> None: ...
 
 
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: no imports, no allocation-heavy work.
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+def dying_with_parent(argv: list[str]) -> list[str]:
+    """`argv`, run so that it gets SIGTERM when this process ends (where setpriv exists)."""
+    if SETPRIV is None:
+        return argv
+    return [SETPRIV, "--pdeathsig", "TERM", "--", *argv]
 
 
 class StdioLink:
@@ -82,17 +88,17 @@ class StdioLink:
         program = shutil.which(command, path=env.get("PATH"))
         if program is None:
             raise LinkError(f"command {command!r} not found on PATH")
+        if SETPRIV is None:
+            log.warning("setpriv not found: mcp servers outlive a killed berth-mcpd")
         try:
             process = await asyncio.create_subprocess_exec(
-                program,
-                *args,
+                *dying_with_parent([program, *args]),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 env=env,
                 cwd=cwd,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
                 limit=LINE_LIMIT,
             )
         except OSError as error:
@@ -120,6 +126,7 @@ class StdioLink:
                 self._stderr.append(f"berth: an output line longer than {LINE_LIMIT} bytes")
                 return None
             if not line:
+                await self._settle()
                 return None
             try:
                 message = json.loads(line)
@@ -128,6 +135,14 @@ class StdioLink:
                 continue
             if isinstance(message, dict):
                 return message
+
+    async def _settle(self) -> None:
+        """At end of output: lets the exit status and the last stderr lines arrive, so that
+        `failure` says how the server ended."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._process.wait(), CLOSE_GRACE_S)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._stderr_task), CLOSE_GRACE_S)
 
     def failure(self) -> str:
         code = self._process.returncode

@@ -378,7 +378,6 @@ class GatewaySession:
                 raise RpcError(
                     rpc.SERVER_UNAVAILABLE, f"server {server} could not start: {error}"
                 ) from None
-            slot.failure = ""
             return slot.upstream
 
     # -- from the servers (UpstreamPeer) --------------------------------------------------

@@ -168,6 +168,10 @@ class Upstream:
             raise
         finally:
             self._pending.pop(request_id, None)
+            if answer.done() and not answer.cancelled():
+                # Failed by a server that died while the request was being written: read,
+                # so that asyncio does not log it as an exception nobody retrieved.
+                answer.exception()
         if "error" in message:
             raise RpcError.from_error(message["error"])
         value = message.get("result")

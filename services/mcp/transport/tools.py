@@ -23,6 +23,7 @@ from berth.common.errors import (
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
+    NotFound,
     Unavailable,
 )
 from berth.mcp.domain.tools import Exposed, ToolSwitches, check_names, find
@@ -76,7 +77,10 @@ class ToolServicer(pb_grpc.ToolServiceServicer):
     ) -> pb.InspectToolResponse:
         _need_name(request.name)
         table = await self.hub.service.table("tools")
-        tool = find(table.items, request.name, request.server)
+        try:
+            tool = find(table.items, request.name, request.server)
+        except NotFound as error:
+            raise await self._explained(error, request.server, table.errors) from None
         return pb.InspectToolResponse(tool=tool_to_proto(tool, verbose=True))
 
     async def CallTool(
@@ -84,7 +88,15 @@ class ToolServicer(pb_grpc.ToolServiceServicer):
     ) -> pb.CallToolResponse:
         _need_name(request.name)
         session = self.hub.service
-        tool = await session.find_tool(request.name, request.server)
+        try:
+            tool = await session.find_tool(request.name, request.server)
+        except NotFound as error:
+            if error.reason == "TOOL_DISABLED":  # the contract's code for a disabled tool
+                raise FailedPrecondition(
+                    error.message, reason=error.reason, metadata=error.metadata
+                ) from None
+            errors = (await session.table("tools")).errors
+            raise await self._explained(error, request.server, errors) from None
         arguments = MessageToDict(request.arguments)
         timeout = (
             request.timeout.ToTimedelta().total_seconds() if request.HasField("timeout") else None
@@ -107,15 +119,47 @@ class ToolServicer(pb_grpc.ToolServiceServicer):
         targets = await self._targets(request.server, list(request.names))
         return pb.DisableToolsResponse(tools=refs(self.switches.switch(targets, enabled=False)))
 
+    async def _explained(
+        self, error: NotFound, server: str, errors: Mapping[str, str]
+    ) -> BerthError:
+        """Why a tool was not found when some servers could not list theirs: the named
+        server's own failure (UNAVAILABLE, or FAILED_PRECONDITION for missing config),
+        else the not-found error naming the servers that are down."""
+        if server and server in errors:
+            return await self._failure_of(server) or error
+        down = {name: why for name, why in errors.items() if not server or name == server}
+        if not down:
+            return error
+        listed = "; ".join(
+            f"{name}: {_without_name(name, why)}" for name, why in sorted(down.items())
+        )
+        return NotFound(
+            f"{error.message}; servers that could not list their tools: {listed}",
+            reason=error.reason,
+            metadata={**error.metadata, "unavailable_servers": ",".join(sorted(down))},
+        )
+
+    async def _failure_of(self, server: str) -> BerthError | None:
+        """The error a server that could not list its tools gives when started again (as
+        a call would), or None when it now runs."""
+        try:
+            await self.hub.service.upstream(server)
+        except RpcError as failure:
+            return Unavailable(
+                failure.message, reason="SERVER_UNAVAILABLE", metadata={"server": server}
+            )
+        except BerthError as failure:
+            return failure
+        return None
+
     async def _targets(self, server: str, names: list[str]) -> list[Exposed]:
         """All the named tools, or an error naming the first unknown one (nothing changes)."""
         check_names(names)
         table = await self.hub.service.table("tools")
-        if server and server in table.errors:
-            raise Unavailable(
-                f"server {server}: {table.errors[server]}", reason="SERVER_UNAVAILABLE"
-            )
-        return [find(table.items, name, server) for name in dict.fromkeys(names)]
+        try:
+            return [find(table.items, name, server) for name in dict.fromkeys(names)]
+        except NotFound as error:
+            raise await self._explained(error, server, table.errors) from None
 
 
 def _need_name(name: str) -> None:
@@ -125,10 +169,17 @@ def _need_name(name: str) -> None:
 
 def server_errors(errors: Mapping[str, str], wanted: set[str]) -> list[res.ServerError]:
     return [
-        res.ServerError(server=server, message=message)
+        res.ServerError(server=server, message=_without_name(server, message))
         for server, message in sorted(errors.items())
         if not wanted or server in wanted
     ]
+
+
+def _without_name(server: str, message: str) -> str:
+    """A server's failure without the leading "server NAME " that its `server` field (or
+    the sentence around it) already says: "could not start: ...", "needs config ..."."""
+    prefix = f"server {server} "
+    return message[len(prefix) :] if message.startswith(prefix) else message
 
 
 def refs(tools: list[Exposed]) -> list[res.ToolRef]:
