@@ -127,7 +127,13 @@ def build_mcp(settings: McpdSettings) -> Daemon:
         registration(oauth_service_pb2_grpc, "OAuthService", planned=SECRETS),
     ]
     return Daemon(
-        "berth-mcpd", settings, services, lifecycle=lifecycle, on_start=[start], on_stop=[stop]
+        "berth-mcpd",
+        settings,
+        services,
+        lifecycle=lifecycle,
+        background=[lambda: hub.keep_tidy(settings.server_idle_timeout)],
+        on_start=[start],
+        on_stop=[stop],
     )
 
 

@@ -37,6 +37,12 @@ class McpdSettings(DaemonSettings):
     call_timeout: float = Field(
         60.0, gt=0, description="seconds a tools/call may take unless its server says otherwise"
     )
+    server_idle_timeout: float = Field(
+        300.0,
+        gt=0,
+        description="seconds a server `berth mcp tools` started stays without a call "
+        "(unless its entry says longLived)",
+    )
     client_home: Path = Field(
         default_factory=Path.home,
         description="home directory whose MCP client configuration files `client` commands edit",

@@ -135,10 +135,23 @@ class Hub:
         """The service session's connection to `server`, for status listings."""
         return self._service.slots.get(server) if self._service else None
 
+    async def keep_tidy(self, idle_s: float) -> None:
+        """Runs for the daemon's life: the gRPC session's servers stop when idle for
+        `idle_s` (MCP clients' sessions keep theirs until they end); long-lived ones start
+        at once and stay."""
+        self.service.start_long_lived()
+        while True:
+            await asyncio.sleep(max(idle_s / 4, 1.0))
+            stopped = await self.service.stop_idle(idle_s)
+            if stopped:
+                log.info("idle mcp servers stopped", servers=stopped)
+
     def changed(self) -> None:
         self._view = self._read_view()
         for session in self._all_sessions():
             session.changed()
+        if self._service is not None:
+            self._service.start_long_lived()
 
     async def close(self) -> None:
         sessions = self._all_sessions()

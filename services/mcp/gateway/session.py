@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import itertools
 import re
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,7 +26,7 @@ from typing import Any, Protocol
 import structlog
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 
-from berth.common.errors import BerthError, Code, NotFound
+from berth.common.errors import BerthError, Code, FailedPrecondition, NotFound
 from berth.common.version import berth_version
 from berth.mcp.domain.launch import Launch
 from berth.mcp.domain.tools import Exposed, expose, find
@@ -307,7 +308,7 @@ class GatewaySession:
         """The enabled tool a call names; NotFound or FailedPrecondition otherwise."""
         tool = find((await self.table("tools")).items, name, server)
         if not tool.enabled:
-            raise NotFound(
+            raise FailedPrecondition(
                 f"the tool {name!r} is disabled (`berth mcp tools enable {tool.exposed}`)",
                 reason="TOOL_DISABLED",
                 metadata={"name": name, "server": tool.server},
@@ -340,6 +341,33 @@ class GatewaySession:
         if self.ready:
             for method in LIST_CHANGED:
                 self._emit(rpc.notification(method), None)
+
+    async def stop_idle(self, idle_s: float) -> list[str]:
+        """Stops the connections no request used for `idle_s` (long-lived servers excepted);
+        they start again when next needed. Returns the servers stopped."""
+        now = time.monotonic()
+        stopped = []
+        for name, slot in self.slots.items():
+            upstream = slot.upstream
+            if (
+                upstream is None
+                or slot.lock.locked()
+                or upstream.launch.long_lived
+                or self._active.get(name)
+                or now - upstream.last_used < idle_s
+            ):
+                continue
+            slot.upstream, slot.failure = None, ""
+            await upstream.close()
+            stopped.append(name)
+        return stopped
+
+    def start_long_lived(self) -> None:
+        """Starts the servers whose entries say `longLived`, in the background."""
+        for name in self._scope():
+            with contextlib.suppress(BerthError):
+                if self.fleet.launch(name).long_lived:
+                    self._spawn(self.upstream(name))
 
     async def close(self) -> None:
         """Ends the session: its requests, its server connections, its writer."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -26,6 +27,7 @@ log = structlog.get_logger("berth.mcp.upstream")
 PROTOCOL_VERSION = "2025-11-25"
 START_TIMEOUT_S = 120.0  # npx may download its package on the first start
 LIST_TIMEOUT_S = 30.0
+READER_END_S = 3.0
 # What a list_changed notification invalidates, and the list request each cache holds.
 LISTS = {
     "tools": ("tools/list", "notifications/tools/list_changed"),
@@ -70,6 +72,7 @@ class Upstream:
         self.pid = link.pid
         self.peer = peer
         self.start_time = datetime.now(UTC)
+        self.last_used = time.monotonic()
         self.alive = True
         self.failure = ""
         self.capabilities: dict[str, Any] = {}
@@ -153,6 +156,7 @@ class Upstream:
         is cancelled on the server) or a server that went away."""
         if not self.alive:
             raise self._gone()
+        self.last_used = time.monotonic()
         request_id = next(self._ids)
         answer: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = answer
@@ -196,6 +200,10 @@ class Upstream:
         try:
             await self.link.send(message)
         except LinkError as error:
+            # A server that died has usually closed its output too: let the reader see the
+            # end, so that the failure says how it ended (exit status, stderr).
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._reader), READER_END_S)
             self._mark_gone(str(error))
             raise self._gone() from None
 

@@ -91,10 +91,6 @@ class ToolServicer(pb_grpc.ToolServiceServicer):
         try:
             tool = await session.find_tool(request.name, request.server)
         except NotFound as error:
-            if error.reason == "TOOL_DISABLED":  # the contract's code for a disabled tool
-                raise FailedPrecondition(
-                    error.message, reason=error.reason, metadata=error.metadata
-                ) from None
             errors = (await session.table("tools")).errors
             raise await self._explained(error, request.server, errors) from None
         arguments = MessageToDict(request.arguments)

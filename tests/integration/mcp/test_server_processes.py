@@ -480,3 +480,36 @@ def test_no_server_process_outlives_the_daemon(tmp_path: Path, stop_signal: int)
         for pid in processes_under(state):  # only on failure: leave nothing behind
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_server_the_tools_commands_started_stops_when_idle(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    daemon = start(
+        "mcpd-idle",
+        "berth.mcp.main",
+        tmp_path / "mcpd.sock",
+        ["--state-dir", str(state), "--gateway-port", "-1", "--server-idle-timeout", "1"],
+        tmp_path,
+    )
+    try:
+        with grpc.insecure_channel(daemon.target) as channel:
+            servers = server_rpc.ServerServiceStub(channel)
+            servers.EnableServers(server_pb.EnableServersRequest(names=["time"]))
+            tools = tool_rpc.ToolServiceStub(channel)
+            request = tool_pb.CallToolRequest(
+                name="get_current_time", arguments=arguments(timezone="UTC")
+            )
+            assert not tools.CallTool(request, timeout=60).is_error
+            assert server_row(servers, "time").state == res.SERVER_STATE_RUNNING
+            poll(
+                lambda: (
+                    server_row(servers, "time").state == res.SERVER_STATE_STOPPED
+                    and not processes_under(state)
+                ),
+                15,
+                "the idle server stopped",
+            )
+            assert not tools.CallTool(request, timeout=60).is_error  # started again on demand
+            assert server_row(servers, "time").restart_count == 0  # not counted as a crash
+    finally:
+        daemon.stop(signal.SIGKILL)
