@@ -15,7 +15,7 @@ import pytest
 from mcp import types
 from mcp.client.session import ClientRequestContext
 
-from tests.integration.mcp.test_catalog_service import berth
+from tests.integration.mcp.test_tools_cli import ok
 from tests.support.mcp import (
     GATEWAY_TRANSPORTS,
     NODE_BIN,
@@ -48,12 +48,6 @@ pytestmark = pytest.mark.parametrize("transport", GATEWAY_TRANSPORTS)
 # Subscriptions and logging are what the 2025-11-25 protocol (the servers' and berth's) has;
 # the SDK warns that later protocol versions replace them.
 OLD_PROTOCOL = pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")
-
-
-def ok(stack: Stack, *args: str) -> str:
-    result = berth(stack, *args)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -16,7 +16,7 @@ import pytest
 from mcp import ClientSession, types
 from mcp.shared.exceptions import MCPError
 
-from tests.integration.mcp.test_catalog_service import berth
+from tests.integration.mcp.test_tools_cli import ok
 from tests.support.mcp import (
     GATEWAY_TRANSPORTS,
     MCP_GATEWAY_TOKEN,
@@ -47,12 +47,6 @@ STREAMABLE = {"Accept": "application/json, text/event-stream"}
 INSPECTOR = NODE_BIN / "mcp-inspector-cli"
 # The inspector finds its own package.json through a path relative to the working directory.
 INSPECTOR_CWD = NODE_BIN.parent / "@modelcontextprotocol" / "inspector-cli" / "build"
-
-
-def ok(stack: Stack, *args: str) -> str:
-    result = berth(stack, *args)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 @pytest.fixture(scope="module", autouse=True)
