@@ -21,6 +21,7 @@ from berth.api.mcp.v1 import (
     system_service_pb2_grpc,
     tool_service_pb2_grpc,
 )
+from berth.api.mcp.v1.resources_pb2 import Tool
 from berth.common import logging
 from berth.common.http_server import HttpServer
 from berth.common.jsonfile import read_json, write_json, write_text
@@ -44,7 +45,7 @@ from berth.mcp.transport.clients import ClientServicer
 from berth.mcp.transport.features import FeatureServicer
 from berth.mcp.transport.gateway import GatewayServicer
 from berth.mcp.transport.servers import ServerServicer
-from berth.mcp.transport.tools import ToolServicer
+from berth.mcp.transport.tools import ToolServicer, tool_to_proto
 
 SECRETS = "the MCP secret store, policies and OAuth"
 TOKEN_FILE = "gateway-token"
@@ -61,6 +62,12 @@ def gateway_token(settings: McpdSettings) -> tuple[str, bool]:
     token = secrets.token_urlsafe(32)
     write_text(path, token + "\n")
     return token, True
+
+
+def live_tools(hub: Hub, server: str) -> list[Tool] | None:
+    """A server's tools as the gRPC services' session last listed them."""
+    known = hub.service.known_tools(server)
+    return [tool_to_proto(tool, verbose=True) for tool in known] if known is not None else None
 
 
 def announce(url: str, token_path: Path, token: str, new: bool) -> None:
@@ -115,7 +122,9 @@ def build_mcp(settings: McpdSettings) -> Daemon:
         registration(feature_service_pb2_grpc, "FeatureService", FeatureServicer(flags)),
         registration(catalog_service_pb2_grpc, "CatalogService", CatalogServicer(catalogs)),
         registration(
-            server_service_pb2_grpc, "ServerService", ServerServicer(servers, hub.server_slot)
+            server_service_pb2_grpc,
+            "ServerService",
+            ServerServicer(servers, hub.server_slot, functools.partial(live_tools, hub)),
         ),
         registration(tool_service_pb2_grpc, "ToolService", ToolServicer(hub, switches)),
         registration(client_service_pb2_grpc, "ClientService", ClientServicer(clients)),

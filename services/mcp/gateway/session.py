@@ -299,6 +299,20 @@ class GatewaySession:
             self._tables[kind] = table
         return table
 
+    def known_tools(self, server: str) -> list[Exposed] | None:
+        """The server's tools as it last listed them in this session, named and switched as
+        now, without starting anything (None when it never listed them)."""
+        offers = []
+        for name in self._scope():
+            slot = self.slots.get(name)
+            cached = slot.upstream.cached("tools") if slot and slot.upstream else None
+            if cached is not None:
+                offers.append((name, cached))
+        if server not in {name for name, _ in offers}:
+            return None
+        exposed = expose(offers, self.fleet.prefix_all(), self.fleet.disabled_tools())
+        return [tool for tool in exposed if tool.server == server]
+
     def known_tool_count(self) -> int:
         """Enabled tools as last listed, without starting anything (0 before any listing)."""
         table = self._tables.get("tools")

@@ -36,12 +36,20 @@ ORPHAN = "no catalog has this server any more: disable it or add its entry back"
 
 # A server's connection in the gateway's own session, when it has one.
 Runtime = Callable[[str], Slot | None]
+# The tools a server offered when it last ran, when it did.
+LiveTools = Callable[[str], list[res.Tool] | None]
 
 
 class ServerServicer(pb_grpc.ServerServiceServicer):
-    def __init__(self, servers: Servers, runtime: Runtime = lambda _: None) -> None:
+    def __init__(
+        self,
+        servers: Servers,
+        runtime: Runtime = lambda _: None,
+        live_tools: LiveTools = lambda _: None,
+    ) -> None:
         self.servers = servers
         self.runtime = runtime
+        self.live_tools = live_tools
 
     async def EnableServers(
         self, request: pb.EnableServersRequest, context: grpc.aio.ServicerContext
@@ -67,7 +75,7 @@ class ServerServicer(pb_grpc.ServerServiceServicer):
         self, request: pb.InspectServerRequest, context: grpc.aio.ServicerContext
     ) -> pb.InspectServerResponse:
         server = self.servers.inspect(request.name)
-        return inspection(server, self.runtime(server.name))
+        return inspection(server, self.runtime(server.name), self.live_tools(server.name))
 
     async def ResetServers(
         self, request: pb.ResetServersRequest, context: grpc.aio.ServicerContext
@@ -139,11 +147,13 @@ def _add_runtime(message: res.Server, slot: Slot) -> None:
     message.tool_count = len(tools) if tools is not None else 0
 
 
-def inspection(server: ServerStatus, slot: Slot | None = None) -> pb.InspectServerResponse:
+def inspection(
+    server: ServerStatus, slot: Slot | None = None, live: list[res.Tool] | None = None
+) -> pb.InspectServerResponse:
     spec = spec_from_entry(server.name, server.entry)
-    # The tools its entry declares, all enabled: live tools and `tools disable` come with
-    # the gateway slice. `exposed_name` is left to it too (it depends on name clashes).
-    tools = [declared_tool(server.name, tool) for tool in spec.tools]
+    # Live tools when it ran; else those its entry declares, without exposed names (they
+    # depend on the other servers' tools).
+    tools = live if live is not None else [declared_tool(server.name, t) for t in spec.tools]
     # No secret store or policy yet (later issues): no secret is set or allowed.
     secrets = [
         pb.ServerSecretStatus(name=s.name, injection=s.injection, set=False, allowed=False)

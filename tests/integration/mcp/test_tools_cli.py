@@ -339,3 +339,19 @@ def test_switching_an_unknown_tool_changes_nothing(
         tools.DisableTools(pb.DisableToolsRequest())
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert all_enabled()
+
+
+def test_server_inspect_shows_the_tools_the_server_offered_once_it_ran(stack: Stack) -> None:
+    enable(stack, "time")
+    with stack.channel() as channel:
+        servers = server_rpc.ServerServiceStub(channel)
+        declared = servers.InspectServer(server_pb.InspectServerRequest(name="time")).tools
+        assert {tool.name for tool in declared} == {"get_current_time", "convert_time"}
+        assert all(not tool.exposed_name for tool in declared)  # from the catalog entry
+        ok(stack, "mcp", "tools", "disable", "convert_time")
+        live = servers.InspectServer(server_pb.InspectServerRequest(name="time")).tools
+    by_name = {tool.name: tool for tool in live}
+    assert set(by_name) == {"get_current_time", "convert_time"}
+    assert by_name["convert_time"].exposed_name == "convert_time"
+    assert not by_name["convert_time"].enabled and by_name["get_current_time"].enabled
+    assert "source_timezone" in by_name["convert_time"].input_schema  # the server's own schema
