@@ -16,10 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from berth.common.errors import BerthError, NotFound
+from berth.mcp.domain.catalogs import ServerEntry
 from berth.mcp.domain.features import FeatureFlags
 from berth.mcp.domain.launch import Launch, launch_of
 from berth.mcp.domain.servers import Servers
@@ -163,18 +165,27 @@ class Hub:
         return [*self.sessions.values(), *([self._service] if self._service else [])]
 
     def _read_view(self) -> FleetView:
+        """Reads the stores once: enabled servers, catalogs, config, switches, features."""
         enabled = sorted(self.servers.store.load_enabled())
-        view = FleetView(
+        entries = self.servers.entries()
+        configs = self.servers.store.load_config()
+        return FleetView(
             enabled=enabled,
             disabled=self.switches.disabled(),
             prefix_all=any(f.enabled for f in self.flags.list() if f.name == PREFIX_FEATURE),
+            launches={name: self._launch(name, entries, configs) for name in enabled},
         )
-        return replace(view, launches={name: self._launch(name) for name in enabled})
 
-    def _launch(self, server: str) -> Launch | BerthError:
+    def _launch(
+        self,
+        server: str,
+        entries: Mapping[str, tuple[str, ServerEntry]],
+        configs: Mapping[str, Mapping[str, Any]],
+    ) -> Launch | BerthError:
         try:
-            _, entry = self.servers.find(server)
-            launch = launch_of(server, entry, self.servers.store.load_config(), self.environ)
+            if server not in entries:
+                self.servers.find(server)  # raises the NOT_FOUND that says so
+            launch = launch_of(server, entries[server][1], configs, self.environ)
         except BerthError as error:
             return error
         if launch.remote or launch.working_dir:

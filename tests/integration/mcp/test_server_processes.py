@@ -33,7 +33,7 @@ from berth.api.mcp.v1 import tool_service_pb2_grpc as tool_rpc
 from tests.integration.mcp.test_catalog_service import berth
 from tests.integration.mcp.test_tools_cli import EVERYTHING, enable, ok, refused, reset_all
 from tests.support.mcp import MCP_GATEWAY_TOKEN, endpoint_url, import_test_catalog
-from tests.support.processes import poll, start
+from tests.support.processes import DaemonProcess, poll, start
 from tests.support.stack import Stack
 
 BROKEN_CATALOG = """\
@@ -434,16 +434,22 @@ def test_gateway_status_lists_endpoints_servers_and_open_sessions(
 # -- a private berth-mcpd ----------------------------------------------------------------
 
 
+def private_mcpd(state: Path, *args: str) -> DaemonProcess:
+    """A berth-mcpd of the test's own (state in `state`, its socket and log beside it)."""
+    root = state.parent
+    return start(
+        "mcpd-private",
+        "berth.mcp.main",
+        root / "mcpd.sock",
+        ["--state-dir", str(state), *args],
+        root,
+    )
+
+
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL], ids=["term", "kill"])
 def test_no_server_process_outlives_the_daemon(tmp_path: Path, stop_signal: int) -> None:
     state = tmp_path / "state"
-    daemon = start(
-        "mcpd-private",
-        "berth.mcp.main",
-        tmp_path / "mcpd.sock",
-        ["--state-dir", str(state), "--gateway-port", "0", "--gateway-token", "private-token"],
-        tmp_path,
-    )
+    daemon = private_mcpd(state, "--gateway-port", "0", "--gateway-token", "private-token")
     try:
         with grpc.insecure_channel(daemon.target) as channel:
             import_test_catalog(channel)
@@ -484,13 +490,7 @@ def test_no_server_process_outlives_the_daemon(tmp_path: Path, stop_signal: int)
 
 def test_a_server_the_tools_commands_started_stops_when_idle(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    daemon = start(
-        "mcpd-idle",
-        "berth.mcp.main",
-        tmp_path / "mcpd.sock",
-        ["--state-dir", str(state), "--gateway-port", "-1", "--server-idle-timeout", "1"],
-        tmp_path,
-    )
+    daemon = private_mcpd(state, "--gateway-port", "-1", "--server-idle-timeout", "1")
     try:
         with grpc.insecure_channel(daemon.target) as channel:
             servers = server_rpc.ServerServiceStub(channel)
