@@ -47,3 +47,20 @@ class McpdSettings(DaemonSettings):
         default_factory=Path.home,
         description="home directory whose MCP client configuration files `client` commands edit",
     )
+    runtime_dir: Path = Field(
+        Path("/run/berth/mcp"),
+        description="where secrets injected as files live while their server runs (tmpfs; "
+        "never the state directory)",
+    )
+    secret_key_file: Path | None = Field(
+        None,
+        description="file holding the secret store's key; default STATE_DIR/secret.key when "
+        "neither BERTH_SECRET_KEY nor the OS keyring has one",
+    )
+    oauth_callback_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="port of the loopback listener that receives OAuth redirects (127.0.0.1); "
+        "0 picks a free one",
+    )

@@ -21,7 +21,7 @@ from berth.api.mcp.v1 import catalog_service_pb2_grpc as catalog_rpc
 from berth.api.mcp.v1 import gateway_service_pb2 as gateway_pb
 from berth.api.mcp.v1 import gateway_service_pb2_grpc as gateway_rpc
 from berth.api.mcp.v1 import resources_pb2 as res
-from tests.support.processes import BIN
+from tests.support.processes import BIN, DaemonProcess, start
 
 REPO = Path(__file__).resolve().parents[2]
 NODE_BIN = REPO / "node_modules" / ".bin"
@@ -173,3 +173,16 @@ class Inbox:
 
     def methods(self) -> list[str]:
         return [str(getattr(item, "method", "")) for item in self.items]
+
+
+def private_mcpd(state: Path, *args: str, env: dict[str, str] | None = None) -> DaemonProcess:
+    """A berth-mcpd of the test's own (state in `state`, its socket and log beside it)."""
+    root = state.parent
+    return start(
+        "mcpd-private",
+        "berth.mcp.main",
+        root / "mcpd.sock",
+        ["--state-dir", str(state), *args],
+        root,
+        env=env,
+    )

@@ -32,8 +32,8 @@ from berth.api.mcp.v1 import tool_service_pb2 as tool_pb
 from berth.api.mcp.v1 import tool_service_pb2_grpc as tool_rpc
 from tests.integration.mcp.test_catalog_service import berth
 from tests.integration.mcp.test_tools_cli import EVERYTHING, enable, ok, refused, reset_all
-from tests.support.mcp import MCP_GATEWAY_TOKEN, endpoint_url, import_test_catalog
-from tests.support.processes import DaemonProcess, poll, start
+from tests.support.mcp import MCP_GATEWAY_TOKEN, endpoint_url, import_test_catalog, private_mcpd
+from tests.support.processes import poll
 from tests.support.stack import Stack
 
 BROKEN_CATALOG = """\
@@ -432,18 +432,6 @@ def test_gateway_status_lists_endpoints_servers_and_open_sessions(
 
 
 # -- a private berth-mcpd ----------------------------------------------------------------
-
-
-def private_mcpd(state: Path, *args: str) -> DaemonProcess:
-    """A berth-mcpd of the test's own (state in `state`, its socket and log beside it)."""
-    root = state.parent
-    return start(
-        "mcpd-private",
-        "berth.mcp.main",
-        root / "mcpd.sock",
-        ["--state-dir", str(state), *args],
-        root,
-    )
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL], ids=["term", "kill"])
