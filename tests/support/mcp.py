@@ -182,7 +182,7 @@ def private_mcpd(state: Path, *args: str, env: dict[str, str] | None = None) -> 
         "mcpd-private",
         "berth.mcp.main",
         root / "mcpd.sock",
-        ["--state-dir", str(state), *args],
+        ["--state-dir", str(state), "--runtime-dir", str(root / "mcp-run"), *args],
         root,
         env=env,
     )

@@ -84,8 +84,11 @@ def start_stack(root: Path, host: AgentHost, gateway_args: list[str] | None = No
             extra = {
                 "network": [*host.agent_args(), "--resolv-conf", str(resolv_conf)],
                 "models": ["--openai-port", "0"],  # never the machine's 12434
-                # never the machine's 8811
-                "mcp": ["--gateway-port", "0", "--gateway-token", MCP_GATEWAY_TOKEN],
+                # never the machine's 8811, nor its /run
+                "mcp": [
+                    *("--gateway-port", "0", "--gateway-token", MCP_GATEWAY_TOKEN),
+                    *("--runtime-dir", str(run / "mcp")),
+                ],
             }.get(domain, [])
             daemons[domain] = start(
                 program,
