@@ -23,6 +23,9 @@ servers that part needs. The client is the MCP SDK's ClientSession throughout.
   client on one mcp-server-time directly, and on N of them in parallel): the time from opening
   a new session to its first tools/list answer (servers started included), and the mean
   tools/list time in an established session after warm-up.
+- secret scanning: the same `echo` through berth over streamable HTTP with the
+  `block-secrets` feature off (the baseline) and on, rounds alternating, with a short message
+  and a 64 KiB one (both the arguments and the result are scanned): p50 and the cost added.
 Targets (the issue's): added p50 under 2 ms, throughput at least 0.5x direct.
 
 Run: make bench (or .venv/bin/python -m bench.mcp [--calls 300] [--callers 8]
@@ -55,6 +58,8 @@ from mcp.client.streamable_http import streamable_http_client
 
 from berth.api.mcp.v1 import catalog_service_pb2 as catalog_pb
 from berth.api.mcp.v1 import catalog_service_pb2_grpc as catalog_rpc
+from berth.api.mcp.v1 import feature_service_pb2 as feature_pb
+from berth.api.mcp.v1 import feature_service_pb2_grpc as feature_rpc
 from berth.api.mcp.v1 import server_service_pb2 as server_pb
 from berth.api.mcp.v1 import server_service_pb2_grpc as server_rpc
 from tests.support.mcp import NODE_BIN, endpoint_url
@@ -77,6 +82,13 @@ ECHO = {"message": "hello from the bench"}
 DIRECT, BERTH = "direct", "berth"
 STDIO, HTTP = "stdio", "streamable HTTP"
 STDIO_ONE, HTTP_ONE = "everything-stdio", "everything-http"
+SCAN_FEATURE = "block-secrets"
+SCAN_OFF, SCAN_ON = "off", "on"
+# Ordinary text (nothing to refuse): the scanning cost of a call that passes.
+SCAN_PAYLOADS = {
+    f"{len(ECHO['message'])} B": ECHO,
+    "64 KiB": {"message": ("All quiet on the build farm; nothing to report. " * 1400)[:65536]},
+}
 
 
 def catalog_yaml(http_port: int) -> str:
@@ -118,6 +130,14 @@ class Berth:
             servers.ResetServers(server_pb.ResetServersRequest())
             if names:
                 servers.EnableServers(server_pb.EnableServersRequest(names=list(names)))
+
+    def feature(self, name: str, enabled: bool) -> None:
+        with grpc.insecure_channel(self.mcpd.target) as channel:
+            features = feature_rpc.FeatureServiceStub(channel)
+            if enabled:
+                features.EnableFeature(feature_pb.EnableFeatureRequest(name=name))
+            else:
+                features.DisableFeature(feature_pb.DisableFeatureRequest(name=name))
 
 
 @contextmanager
@@ -253,8 +273,8 @@ class CallFigures:
         return statistics.median(self.rates)
 
 
-async def echo(session: ClientSession) -> None:
-    result = await session.call_tool("echo", ECHO)
+async def echo(session: ClientSession, arguments: dict[str, Any] = ECHO) -> None:
+    result = await session.call_tool("echo", arguments)
     if result.is_error:
         raise RuntimeError(f"echo failed: {result.content}")
 
@@ -274,10 +294,12 @@ async def first_call(session: ClientSession) -> int:
                 raise
 
 
-async def sequential(session: ClientSession, calls: int, figures: CallFigures) -> None:
+async def sequential(
+    session: ClientSession, calls: int, figures: CallFigures, arguments: dict[str, Any] = ECHO
+) -> None:
     for _ in range(calls):
         started = time.perf_counter()
-        await echo(session)
+        await echo(session, arguments)
         figures.latencies.append(time.perf_counter() - started)
 
 
@@ -315,6 +337,32 @@ async def measure_calls(
             for name in order:
                 await sequential(sessions[name], per_round, figures[name])
                 await concurrent(sessions[name], args.callers, args.concurrent_calls, figures[name])
+    return figures
+
+
+# --- secret scanning ---
+
+
+async def measure_scanning(
+    berth: Berth, args: argparse.Namespace
+) -> dict[str, dict[str, CallFigures]]:
+    """One berth session over streamable HTTP; rounds switch `block-secrets` off and on (the
+    order alternating), with warm-up calls after each switch; scanning is left on."""
+    figures = {size: {SCAN_OFF: CallFigures(), SCAN_ON: CallFigures()} for size in SCAN_PAYLOADS}
+    per_round = max(1, args.calls // args.rounds)
+    try:
+        async with http_session(berth.endpoint, TOKEN)() as session:
+            await first_call(session)
+            for round_ in range(args.rounds):
+                states = (SCAN_OFF, SCAN_ON) if round_ % 2 == 0 else (SCAN_ON, SCAN_OFF)
+                for state in states:
+                    berth.feature(SCAN_FEATURE, state == SCAN_ON)
+                    for size, arguments in SCAN_PAYLOADS.items():
+                        for _ in range(WARMUP_CALLS):
+                            await echo(session, arguments)
+                        await sequential(session, per_round, figures[size][state], arguments)
+    finally:
+        berth.feature(SCAN_FEATURE, True)
     return figures
 
 
@@ -420,6 +468,18 @@ def report_calls(transport: str, figures: dict[str, CallFigures], args: argparse
             print(f"  ({name}: the first call failed {path.failed_first_calls} time(s) first)")
 
 
+def report_scanning(figures: dict[str, dict[str, CallFigures]], args: argparse.Namespace) -> None:
+    print(
+        f"\ntools/call echo through berth over streamable HTTP, {SCAN_FEATURE} off (baseline) "
+        f"vs on: {args.calls} sequential calls per state and message (ordinary text, so "
+        f"arguments and result are both scanned), {args.rounds} alternating rounds"
+    )
+    print(f"  {'message':<10} {'off p50 ms':>11} {'on p50 ms':>11} {'added':>12} {'on vs off':>10}")
+    for size, states in figures.items():
+        off, on = states[SCAN_OFF].percentile_ms(0.5), states[SCAN_ON].percentile_ms(0.5)
+        print(f"  {size:<10} {off:>11.3f} {on:>11.3f} {on - off:>+9.3f} ms {on / off:>9.2f}x")
+
+
 def report_lists(lists: dict[int, dict[str, ListFigures]], sessions: int) -> None:
     print(
         f"\ntools/list, N copies of mcp-server-time enabled: first = new session opened to its "
@@ -503,6 +563,7 @@ async def bench(berth: Berth, args: argparse.Namespace) -> None:
         args,
     )
     report_calls(HTTP, calls[HTTP], args)
+    report_scanning(await measure_scanning(berth, args), args)
 
     time_server = stdio_session(TIME_SERVER, TIME_ARGS, berth.errlog)
     one = await list_through(time_server, 2, args.new_sessions)

@@ -77,7 +77,9 @@ def up(
     agent_args = (["--netns", agent_netns] if agent_netns else []) + (
         ["--name-prefix", agent_prefix] if agent_prefix else []
     )
-    extra = {"network": agent_args, "mcp": ["--gateway-port", str(mcp_port)]}
+    # The MCP servers' secret files live beside the sockets (a tmpfs under /run by default).
+    mcp_args = ["--gateway-port", str(mcp_port), "--runtime-dir", str(socket.parent / "mcp")]
+    extra = {"network": agent_args, "mcp": mcp_args}
     daemons = _daemon_children(state_dir, socket.parent, common, metrics_port, extra)
     gateway_args = [
         "--state-dir",

@@ -36,7 +36,6 @@ from berth.common.interceptors import (
     WrappingServer,
 )
 from berth.common.metrics import serve_metrics
-from berth.common.planned import fill_planned
 from berth.common.reflection import enable_reflection
 from berth.common.settings import DaemonSettings
 
@@ -63,19 +62,10 @@ class ServiceRegistration:
     serving_at_start: bool = True
 
 
-def registration(
-    stubs: ModuleType, service: str, servicer: object | None = None, *, planned: str | None = None
-) -> ServiceRegistration:
-    """Register `service` of a generated *_pb2_grpc module.
-
-    Without a servicer the generated base is used; with `planned`, every method the
-    servicer does not implement answers UNIMPLEMENTED naming that capability.
-    """
+def registration(stubs: ModuleType, service: str, servicer: object) -> ServiceRegistration:
+    """Register `servicer` as `service` of a generated *_pb2_grpc module."""
     messages = importlib.import_module(stubs.__name__.removesuffix("_grpc"))
     descriptor = messages.DESCRIPTOR.services_by_name[service]
-    servicer = servicer if servicer is not None else getattr(stubs, f"{service}Servicer")()
-    if planned is not None:
-        fill_planned(servicer, descriptor, planned)
     add_to_server = getattr(stubs, f"add_{service}Servicer_to_server")
     return ServiceRegistration(descriptor.full_name, functools.partial(add_to_server, servicer))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import secrets
 import sys
 from collections.abc import Sequence
@@ -29,25 +30,35 @@ from berth.common.server import Daemon, Lifecycle, registration, run_daemon
 from berth.common.system import system_servicer
 from berth.mcp.adapters.catalog_store import FileCatalogStore
 from berth.mcp.adapters.client_files import ClientFiles
+from berth.mcp.adapters.oauth_state import DiscoveredApps
+from berth.mcp.adapters.policy_store import FilePolicyStore
+from berth.mcp.adapters.secret_store import open_vault
 from berth.mcp.adapters.server_store import FileServerStore
 from berth.mcp.adapters.tool_store import FileToolSwitchStore
-from berth.mcp.domain.catalogs import Catalogs, load_builtin
+from berth.mcp.domain.catalogs import Catalogs, ServerEntry, load_builtin
 from berth.mcp.domain.clients import McpClients
 from berth.mcp.domain.clients import Transport as ClientTransport
 from berth.mcp.domain.features import FeatureFlags
-from berth.mcp.domain.servers import Servers
+from berth.mcp.domain.oauth import CALLBACK_PATH as OAUTH_CALLBACK_PATH
+from berth.mcp.domain.policy import Policies
+from berth.mcp.domain.secrets import Secrets
+from berth.mcp.domain.servers import Requirement, Servers
 from berth.mcp.domain.tools import ToolSwitches
 from berth.mcp.gateway.http import McpEndpoint
 from berth.mcp.gateway.hub import Endpoint, Hub
+from berth.mcp.gateway.injection import Injector
+from berth.mcp.gateway.oauth import OAuthBroker
 from berth.mcp.settings import McpdSettings
 from berth.mcp.transport.catalogs import CatalogServicer
 from berth.mcp.transport.clients import ClientServicer
 from berth.mcp.transport.features import FeatureServicer
 from berth.mcp.transport.gateway import GatewayServicer
+from berth.mcp.transport.oauth import OAuthServicer
+from berth.mcp.transport.policy import PolicyServicer
+from berth.mcp.transport.secrets import SecretServicer
 from berth.mcp.transport.servers import ServerServicer
 from berth.mcp.transport.tools import ToolServicer, tool_to_proto
 
-SECRETS = "the MCP secret store, policies and OAuth"
 TOKEN_FILE = "gateway-token"
 
 
@@ -89,9 +100,23 @@ def build_mcp(settings: McpdSettings) -> Daemon:
     catalogs = Catalogs(load_builtin(), FileCatalogStore(settings.state_dir / "catalogs"))
     servers = Servers(catalogs, FileServerStore(settings.state_dir))
     switches = ToolSwitches(FileToolSwitchStore(settings.state_dir))
-    hub = Hub(servers, switches, flags, settings.state_dir, settings.call_timeout)
+    vault = open_vault(settings.state_dir, settings.secret_key_file, os.environ)
+    policies = Policies(FilePolicyStore(settings.state_dir))
+    secret_service = Secrets(vault, servers, policies)
+    oauth = OAuthBroker(servers, vault, flags, DiscoveredApps(settings.state_dir))
+    oauth_http = HttpServer(oauth.callback_app(), "127.0.0.1", settings.oauth_callback_port)
+    injector = Injector(servers.entries, settings.runtime_dir / "secrets", secret_service, oauth)
+
+    def standing(name: str, entry: ServerEntry) -> tuple[Requirement, Requirement, Requirement]:
+        secrets_column, policy_column = secret_service.standing(name, entry)
+        return secrets_column, policy_column, oauth.requirement(name, entry)
+
+    servers.standing = standing
+    hub = Hub(servers, switches, flags, settings.state_dir, settings.call_timeout, injector)
     # Every change reaches the hub, which tells connected clients their lists changed.
     catalogs.on_change = servers.on_change = switches.on_change = hub.changed
+    # An app just authorized (or revoked) changes which remote servers can list tools.
+    oauth.on_change = hub.changed
     token, new_token = gateway_token(settings)
     endpoint = McpEndpoint(hub, token, {settings.gateway_host})
 
@@ -104,6 +129,9 @@ def build_mcp(settings: McpdSettings) -> Daemon:
     http = HttpServer(endpoint, settings.gateway_host, max(settings.gateway_port, 0))
 
     async def start() -> None:
+        injector.clear_leftovers()
+        _, oauth_port = await oauth_http.start()
+        oauth.callback_url = f"http://127.0.0.1:{oauth_port}{OAUTH_CALLBACK_PATH}"
         if settings.gateway_port < 0:
             return
         host, port = await http.start()
@@ -112,6 +140,7 @@ def build_mcp(settings: McpdSettings) -> Daemon:
         announce(hub.endpoints[0].url, settings.state_dir / TOKEN_FILE, token, new_token)
 
     async def stop() -> None:
+        await oauth_http.stop()
         await endpoint.close()
         await http.stop()
         await hub.close()
@@ -131,9 +160,9 @@ def build_mcp(settings: McpdSettings) -> Daemon:
         registration(
             gateway_service_pb2_grpc, "GatewayService", GatewayServicer(hub, servers, lambda: token)
         ),
-        registration(secret_service_pb2_grpc, "SecretService", planned=SECRETS),
-        registration(policy_service_pb2_grpc, "PolicyService", planned=SECRETS),
-        registration(oauth_service_pb2_grpc, "OAuthService", planned=SECRETS),
+        registration(secret_service_pb2_grpc, "SecretService", SecretServicer(secret_service)),
+        registration(policy_service_pb2_grpc, "PolicyService", PolicyServicer(policies)),
+        registration(oauth_service_pb2_grpc, "OAuthService", OAuthServicer(oauth)),
     ]
     return Daemon(
         "berth-mcpd",

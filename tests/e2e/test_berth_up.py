@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,11 +138,14 @@ def test_status_and_version_report_every_daemon(up: Up) -> None:
     assert "Server: berth-modeld" in version.stdout
 
 
-def test_a_planned_command_says_so_plainly(up: Up) -> None:
-    secrets = up.berth("mcp", "secret", "ls")
-    assert secrets.returncode == 1
-    assert "not available yet" in secrets.stderr
-    assert "the MCP secret store, policies and OAuth" in secrets.stderr
+def test_the_secret_store_works_under_berth_up(up: Up) -> None:
+    value = f"value-{uuid.uuid4().hex}"
+    stored = up.berth("mcp", "secret", "set", f"E2E_TOKEN={value}")
+    assert stored.returncode == 0, stored.stderr
+    listed = up.berth("mcp", "secret", "ls")
+    assert "E2E_TOKEN" in listed.stdout and value not in listed.stdout
+    removed = up.berth("mcp", "secret", "rm", "E2E_TOKEN")
+    assert removed.returncode == 0, removed.stderr
 
 
 def test_the_model_store_answers_under_berth_up(up: Up) -> None:

@@ -10,8 +10,8 @@ Config text is YAML or JSON (JSON is read as YAML). Every problem with it is rep
 an INVALID_ARGUMENT violation on `content`: "line L, column C: invalid YAML: ..." for a
 syntax error, "SERVER.PATH: reason" for a value the schema refuses; nothing is written
 then. Running servers is the gateway's job (berth.mcp.gateway); it hears of every change
-through `on_change`. There is no secret, OAuth or policy store yet: the requirement columns
-say "required" for every secret and OAuth need.
+through `on_change`. The SECRETS, POLICY and OAUTH columns come from `standing`, which the
+secret store, the policy and the OAuth apps answer (see main.py).
 """
 
 from __future__ import annotations
@@ -60,6 +60,17 @@ class ServerStatus:
     secrets: Requirement = Requirement.NONE
     config_status: Requirement = Requirement.NONE
     policy: Requirement = Requirement.NONE
+
+
+# A server's (secrets, policy, oauth) requirement columns.
+Standing = Callable[[str, ServerEntry], tuple[Requirement, Requirement, Requirement]]
+
+
+def nothing_in_place(name: str, entry: ServerEntry) -> tuple[Requirement, Requirement, Requirement]:
+    """The standing when no secret store is wired: every need is unmet."""
+    secrets = Requirement.REQUIRED if entry.get("secrets") else Requirement.NONE
+    oauth = Requirement.REQUIRED if entry.get("oauth") else Requirement.NONE
+    return secrets, secrets, oauth
 
 
 class ServerStore(Protocol):
@@ -154,20 +165,24 @@ def config_requirement(entry: ServerEntry, config: Config) -> Requirement:
 
 
 def server_status(
-    name: str, catalog: str, entry: ServerEntry, enabled: bool, config: Config
+    name: str,
+    catalog: str,
+    entry: ServerEntry,
+    enabled: bool,
+    config: Config,
+    standing: Standing = nothing_in_place,
 ) -> ServerStatus:
-    needs_secrets = Requirement.REQUIRED if entry.get("secrets") else Requirement.NONE
+    secrets, policy, oauth = standing(name, entry) if entry else nothing_in_place(name, entry)
     return ServerStatus(
         name=name,
         catalog=catalog,
         entry=entry,
         enabled=enabled,
         config=config,
-        # No OAuth, secret or policy store yet (later issues): what is needed is missing.
-        oauth=Requirement.REQUIRED if "oauth" in entry else Requirement.NONE,
-        secrets=needs_secrets,
+        oauth=oauth,
+        secrets=secrets,
         config_status=config_requirement(entry, config),
-        policy=needs_secrets,
+        policy=policy,
     )
 
 
@@ -204,6 +219,7 @@ class Servers:
         self.store = store
         # Called after every change (connected MCP clients hear that the lists changed).
         self.on_change: Callable[[], None] = lambda: None
+        self.standing: Standing = nothing_in_place
 
     def _save_enabled(self, names: list[str]) -> None:
         self.store.save_enabled(names)
@@ -269,7 +285,13 @@ class Servers:
         enabled = set(self.store.load_enabled())
         config = self.store.load_config()
         return [
-            server_status(name, *entries.get(name, ("", {})), name in enabled, config.get(name, {}))
+            server_status(
+                name,
+                *entries.get(name, ("", {})),
+                name in enabled,
+                config.get(name, {}),
+                self.standing,
+            )
             for name in names
         ]
 

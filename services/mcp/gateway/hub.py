@@ -21,16 +21,20 @@ from typing import Any
 import structlog
 
 from berth.common.errors import BerthError, NotFound
+from berth.mcp.domain import secret_scan
 from berth.mcp.domain.catalogs import ServerEntry
 from berth.mcp.domain.features import FeatureFlags
 from berth.mcp.domain.launch import Launch, launch_of
 from berth.mcp.domain.servers import Servers
 from berth.mcp.domain.tools import ToolSwitches
+from berth.mcp.gateway.injection import Injector
+from berth.mcp.gateway.links import Link
 from berth.mcp.gateway.session import GatewaySession, Send, SessionInfo, Slot
 
 log = structlog.get_logger("berth.mcp.hub")
 
 PREFIX_FEATURE = "tool-name-prefix"
+SECRETS_FEATURE = secret_scan.FEATURE
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class FleetView:
     enabled: list[str]
     disabled: dict[str, set[str]]
     prefix_all: bool
+    block_secrets: bool
     launches: dict[str, Launch | BerthError] = field(default_factory=dict)
 
 
@@ -59,9 +64,11 @@ class Hub:
         flags: FeatureFlags,
         state_dir: Path,
         call_timeout_s: float,
+        injector: Injector,
         environ: Mapping[str, str] = os.environ,
     ) -> None:
         self.servers = servers
+        self.injector = injector
         self.switches = switches
         self.flags = flags
         self.state_dir = state_dir
@@ -90,11 +97,20 @@ class Hub:
             raise found
         return found
 
+    async def open_link(self, launch: Launch) -> Link:
+        return await self.injector.open_link(launch)
+
+    def given_secrets(self, server: str) -> frozenset[str]:
+        return self.injector.given(server)
+
     def disabled_tools(self) -> dict[str, set[str]]:
         return self._view.disabled
 
     def prefix_all(self) -> bool:
         return self._view.prefix_all
+
+    def block_secrets(self) -> bool:
+        return self._view.block_secrets
 
     # -- sessions -------------------------------------------------------------------------
 
@@ -169,10 +185,12 @@ class Hub:
         enabled = sorted(self.servers.store.load_enabled())
         entries = self.servers.entries()
         configs = self.servers.store.load_config()
+        features = {feature.name: feature.enabled for feature in self.flags.list()}
         return FleetView(
             enabled=enabled,
             disabled=self.switches.disabled(),
-            prefix_all=any(f.enabled for f in self.flags.list() if f.name == PREFIX_FEATURE),
+            prefix_all=features.get(PREFIX_FEATURE, False),
+            block_secrets=features.get(SECRETS_FEATURE, True),
             launches={name: self._launch(name, entries, configs) for name in enabled},
         )
 

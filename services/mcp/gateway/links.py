@@ -8,6 +8,9 @@ gRPC's handlers then crash it (SIGABRT, SIGSEGV) before it ever runs the server.
 one, Python starts the child with vfork() and exec(), which runs no fork handlers.
 HTTP links are the MCP SDK's streamable HTTP and SSE client transports, pumped into the
 same interface.
+
+A link may carry secrets (in a child's environment, in headers): they never reach its
+failure text, where a server's own stderr would otherwise repeat them.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import os
 import shutil
 import signal
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -74,19 +77,36 @@ def dying_with_parent(argv: list[str]) -> list[str]:
 class StdioLink:
     """A server process spoken to over newline-delimited JSON on stdin/stdout."""
 
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
+    def __init__(
+        self,
+        process: asyncio.subprocess.Process,
+        redact: Collection[str] = (),
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
         self._process = process
         self.pid = process.pid
+        self._redact = [value for value in redact if value]
+        self._on_close = on_close
         self._stderr: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         self._stderr_task = asyncio.create_task(self._drain_stderr())
         self._send_lock = asyncio.Lock()
 
     @classmethod
     async def start(
-        cls, command: str, args: list[str], env: dict[str, str], cwd: str | None
+        cls,
+        command: str,
+        args: list[str],
+        env: dict[str, str],
+        cwd: str | None,
+        redact: Collection[str] = (),
+        on_close: Callable[[], None] | None = None,
     ) -> StdioLink:
+        """Starts the server; `redact` are values kept out of its failure text, `on_close`
+        runs once it has stopped (or failed to start)."""
         program = shutil.which(command, path=env.get("PATH"))
         if program is None:
+            if on_close:
+                on_close()
             raise LinkError(f"command {command!r} not found on PATH")
         if SETPRIV is None:
             log.warning("setpriv not found: mcp servers outlive a killed berth-mcpd")
@@ -102,8 +122,10 @@ class StdioLink:
                 limit=LINE_LIMIT,
             )
         except OSError as error:
+            if on_close:
+                on_close()
             raise LinkError(f"cannot start {command!r}: {error.strerror or error}") from None
-        return cls(process)
+        return cls(process, redact, on_close)
 
     async def send(self, message: Message) -> None:
         stdin = self._process.stdin
@@ -168,6 +190,9 @@ class StdioLink:
         self._signal_group(signal.SIGKILL)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._stderr_task, CLOSE_GRACE_S)
+        if self._on_close:
+            on_close, self._on_close = self._on_close, None
+            on_close()
 
     def _signal_group(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -178,7 +203,12 @@ class StdioLink:
         assert stderr is not None
         with contextlib.suppress(ValueError, asyncio.LimitOverrunError):
             while line := await stderr.readline():
-                self._stderr.append(line.decode(errors="replace").rstrip())
+                self._stderr.append(self._redacted(line.decode(errors="replace").rstrip()))
+
+    def _redacted(self, text: str) -> str:
+        for value in self._redact:
+            text = text.replace(value, "[secret]")
+        return text
 
 
 Streams = AbstractAsyncContextManager[Any]
@@ -199,15 +229,20 @@ class HttpLink:
         self._task = asyncio.create_task(self._run())
 
     @classmethod
-    async def connect(cls, url: str, transport: str, headers: dict[str, str]) -> HttpLink:
+    async def connect(
+        cls, url: str, transport: str, headers: dict[str, str], auth: httpx2.Auth | None = None
+    ) -> HttpLink:
+        """Connects; `auth` (berth's OAuth client) signs every request when given."""
         if transport == "sse":
 
             def open_streams() -> Streams:
-                return sse_client(url, headers=headers)
+                return sse_client(url, headers=headers, auth=auth)
         else:
 
             def open_streams() -> Streams:
-                client = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300))
+                client = httpx2.AsyncClient(
+                    headers=headers, auth=auth, timeout=httpx2.Timeout(30, read=300)
+                )
                 return _owning(client, streamable_http_client(url, http_client=client))
 
         link = cls(open_streams, url)

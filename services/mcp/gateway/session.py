@@ -29,9 +29,10 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERS
 from berth.common.errors import BerthError, Code, FailedPrecondition, NotFound
 from berth.common.version import berth_version
 from berth.mcp.domain.launch import Launch
+from berth.mcp.domain.secret_scan import refuse_secrets
 from berth.mcp.domain.tools import Exposed, expose, find
 from berth.mcp.gateway import messages as rpc
-from berth.mcp.gateway.links import LinkError
+from berth.mcp.gateway.links import Link, LinkError
 from berth.mcp.gateway.messages import Message, RequestId, RpcError
 from berth.mcp.gateway.upstream import Upstream
 
@@ -70,8 +71,11 @@ class Fleet(Protocol):
 
     def enabled(self) -> list[str]: ...
     def launch(self, server: str) -> Launch: ...
+    async def open_link(self, launch: Launch) -> Link: ...
+    def given_secrets(self, server: str) -> frozenset[str]: ...
     def disabled_tools(self) -> dict[str, set[str]]: ...
     def prefix_all(self) -> bool: ...
+    def block_secrets(self) -> bool: ...
 
 
 @dataclass
@@ -224,7 +228,7 @@ class GatewaySession:
         tool = await self.find_tool(str(params.get("name", "")))
         timeout = self.fleet.launch(tool.server).call_timeout_s or self.fleet.call_timeout_s
         forwarded = {**params, "name": tool.name}
-        return await self._forward(tool.server, "tools/call", forwarded, request_id, timeout)
+        return await self._call(tool, forwarded, request_id, timeout)
 
     async def _list_prompts(self, _: dict[str, Any], __: RequestId) -> dict[str, Any]:
         table = await self.table("prompts")
@@ -340,9 +344,7 @@ class GatewaySession:
         timeout = timeout_s or self.fleet.launch(tool.server).call_timeout_s
         params = {"name": tool.name, "arguments": arguments}
         request_id = f"grpc-{next(self._ids)}"
-        return await self._forward(
-            tool.server, "tools/call", params, request_id, timeout or self.fleet.call_timeout_s
-        )
+        return await self._call(tool, params, request_id, timeout or self.fleet.call_timeout_s)
 
     def changed(self) -> None:
         """The enabled servers, their config, the disabled tools or a feature changed."""
@@ -413,7 +415,12 @@ class GatewaySession:
             launch = self.fleet.launch(server)
             try:
                 slot.upstream = await Upstream.start(
-                    launch, self, self._asked_capabilities(), CLIENT_INFO, self.log_level
+                    launch,
+                    self,
+                    self._asked_capabilities(),
+                    CLIENT_INFO,
+                    self.fleet.open_link,
+                    self.log_level,
                 )
             except LinkError as error:
                 slot.failure = str(error)
@@ -470,6 +477,34 @@ class GatewaySession:
         self._emit(message, related)
 
     # -- internals ------------------------------------------------------------------------
+
+    async def _call(
+        self, tool: Exposed, params: dict[str, Any], request_id: RequestId, timeout_s: float
+    ) -> dict[str, Any]:
+        """tools/call, refused (PermissionDenied, SECRET_DETECTED) when `block-secrets` is on
+        and the arguments or the result hold a secret: a refused result is not returned."""
+        scan = self.fleet.block_secrets()
+        if scan:
+            self._refuse_secrets(tool, "arguments", params.get("arguments") or {})
+        result = await self._forward(tool.server, "tools/call", params, request_id, timeout_s)
+        if scan:
+            self._refuse_secrets(tool, "result", result)
+        return result
+
+    def _refuse_secrets(self, tool: Exposed, where: str, value: Any) -> None:
+        try:
+            known = self.fleet.given_secrets(tool.server)
+            refuse_secrets(value, where, tool.name, tool.server, known)
+        except BerthError as refusal:
+            log.warning(
+                "mcp tool call refused: it holds a secret",
+                session=self.info.id,
+                server=tool.server,
+                tool=tool.name,
+                where=where,
+                kinds=refusal.metadata.get("kinds", ""),
+            )
+            raise
 
     async def _forward(
         self,

@@ -19,7 +19,7 @@ import structlog
 
 from berth.mcp.domain.launch import Launch
 from berth.mcp.gateway import messages as rpc
-from berth.mcp.gateway.links import HttpLink, Link, LinkError, StdioLink
+from berth.mcp.gateway.links import Link, LinkError
 from berth.mcp.gateway.messages import Message, RpcError
 
 log = structlog.get_logger("berth.mcp.upstream")
@@ -53,14 +53,6 @@ class UpstreamPeer(Protocol):
 LinkOpener = Callable[[Launch], Awaitable[Link]]
 
 
-async def open_link(launch: Launch) -> Link:
-    if launch.remote:
-        return await HttpLink.connect(launch.url, launch.transport, launch.headers)
-    return await StdioLink.start(
-        launch.command, launch.args, launch.env, launch.working_dir or None
-    )
-
-
 class Upstream:
     """One initialized connection to one server. Once `alive` is false it stays so: the
     owner makes a new one (a restart)."""
@@ -91,8 +83,8 @@ class Upstream:
         peer: UpstreamPeer,
         client_capabilities: dict[str, Any],
         client_info: dict[str, Any],
+        opener: LinkOpener,
         log_level: str | None = None,
-        opener: LinkOpener = open_link,
     ) -> Upstream:
         """Starts (or connects to) the server and completes the MCP handshake."""
         link = await opener(launch)

@@ -349,7 +349,10 @@ def test_server_inspect_shows_the_tools_the_server_offered_once_it_ran(stack: St
         assert {tool.name for tool in declared} == {"get_current_time", "convert_time"}
         assert all(not tool.exposed_name for tool in declared)  # from the catalog entry
         ok(stack, "mcp", "tools", "disable", "convert_time")
-        live = servers.InspectServer(server_pb.InspectServerRequest(name="time")).tools
+        try:
+            live = servers.InspectServer(server_pb.InspectServerRequest(name="time")).tools
+        finally:
+            ok(stack, "mcp", "tools", "enable", "convert_time")  # the other tests' time server
     by_name = {tool.name: tool for tool in live}
     assert set(by_name) == {"get_current_time", "convert_time"}
     assert by_name["convert_time"].exposed_name == "convert_time"

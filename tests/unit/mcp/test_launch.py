@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from berth.common.errors import FailedPrecondition
-from berth.mcp.domain.launch import launch_of
+from berth.mcp.domain.launch import launch_of, with_secrets
 
 ENV = {"PATH": "/usr/bin", "HOME": "/root", "BERTH_MCPD_GATEWAY_TOKEN": "secret"}
 
@@ -55,7 +55,36 @@ def test_missing_config_is_refused_naming_the_property() -> None:
         launch_of("fs", entry, {"fs": {}}, ENV)
 
 
-def test_a_server_that_needs_secrets_is_not_started_without_them() -> None:
-    entry = {"command": "x", "secrets": [{"name": "github.token", "env": "GITHUB_TOKEN"}]}
-    with pytest.raises(FailedPrecondition, match=r"needs the secrets github\.token"):
-        launch_of("github", entry, {}, ENV)
+SECRETS = [
+    {"name": "db.password", "env": "PGPASSWORD"},
+    {"name": "db.cert", "injection": "file", "env": "PGCERT_FILE", "path": "/etc/../cert.pem"},
+    {"name": "db.unset", "env": "UNSET"},
+]
+
+
+def test_granted_secrets_go_to_env_and_files_never_to_the_command_line() -> None:
+    entry = {"command": "psql-mcp", "args": ["--db", "main"], "secrets": SECRETS}
+    launch = launch_of("db", entry, {}, ENV)
+    values = {"db.password": "hunter2", "db.cert": "-----CERT-----"}
+    placed, files = with_secrets(launch, values, None, "/run/berth/mcp/secrets/db-1")
+    assert placed.env["PGPASSWORD"] == "hunter2"
+    assert placed.env["PGCERT_FILE"] == "/run/berth/mcp/secrets/db-1/cert.pem"
+    assert files == {"/run/berth/mcp/secrets/db-1/cert.pem": "-----CERT-----"}
+    assert "UNSET" not in placed.env  # declared but not granted: started without it
+    assert placed.args == ["--db", "main"]
+    assert "hunter2" not in repr(placed)
+
+
+def test_a_remote_server_gets_header_secrets_and_a_stdio_one_its_oauth_token() -> None:
+    remote = {
+        "remote": {"url": "https://example.com/mcp"},
+        "secrets": [{"name": "search.key", "header": "X-API-Key"}],
+        "oauth": {"provider": "search"},
+    }
+    placed, files = with_secrets(launch_of("search", remote, {}, ENV), {"search.key": "k"}, "t", "")
+    assert placed.headers == {"X-API-Key": "k"} and files == {}
+    assert placed.oauth_app == "search" and "t" not in placed.env.values()
+
+    stdio = {"command": "gh-mcp", "oauth": {"provider": "github", "env": "GITHUB_TOKEN"}}
+    placed, _ = with_secrets(launch_of("github", stdio, {}, ENV), {}, "gho_token", "")
+    assert placed.env["GITHUB_TOKEN"] == "gho_token"

@@ -1,8 +1,7 @@
-"""berth.common.planned (methods still to come) and berth.common.jsonfile (atomic state)."""
+"""berth.common.jsonfile: atomic state files."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import stat
 from pathlib import Path
@@ -10,84 +9,8 @@ from typing import Any
 
 import pytest
 
-from berth.api.network.v1 import network_service_pb2, network_service_pb2_grpc
 from berth.common import jsonfile
-from berth.common.errors import Code, NotYetAvailable
 from berth.common.jsonfile import read_json, write_json
-from berth.common.planned import fill_planned, is_implemented
-
-SERVICE = network_service_pb2.DESCRIPTOR.services_by_name["NetworkService"]
-METHODS = [m.name for m in SERVICE.methods]
-
-
-class PartialServicer(network_service_pb2_grpc.NetworkServiceServicer):
-    async def ListNetworks(self, request: Any, context: Any) -> str:
-        return "listed"
-
-
-def test_the_service_has_methods() -> None:
-    assert "CreateNetwork" in METHODS
-    assert len(METHODS) > 3
-
-
-def test_fill_planned_returns_the_servicer() -> None:
-    servicer = network_service_pb2_grpc.NetworkServiceServicer()
-    assert fill_planned(servicer, SERVICE, "bridge networks") is servicer
-
-
-@pytest.mark.parametrize("name", METHODS)
-async def test_every_unimplemented_method_raises_not_yet_available(name: str) -> None:
-    servicer = fill_planned(
-        network_service_pb2_grpc.NetworkServiceServicer(), SERVICE, "bridge networks"
-    )
-    method = getattr(servicer, name)
-    assert inspect.iscoroutinefunction(method)
-
-    with pytest.raises(NotYetAvailable) as caught:
-        await method(object(), object())
-
-    error = caught.value
-    path = f"berth.network.v1.NetworkService/{name}"
-    assert error.code is Code.UNIMPLEMENTED
-    assert error.reason == "NOT_YET_AVAILABLE"
-    assert error.capability == "bridge networks"
-    assert path in error.message
-    assert "bridge networks" in error.message
-    assert error.metadata == {"method": path, "capability": "bridge networks"}
-
-
-async def test_a_method_the_subclass_implements_is_kept() -> None:
-    servicer = fill_planned(PartialServicer(), SERVICE, "bridge networks")
-
-    assert await servicer.ListNetworks(None, None) == "listed"
-    with pytest.raises(NotYetAvailable):
-        await servicer.CreateNetwork(None, None)
-
-
-def test_is_implemented() -> None:
-    assert is_implemented(PartialServicer(), "ListNetworks")
-    assert not is_implemented(PartialServicer(), "CreateNetwork")
-    assert not is_implemented(network_service_pb2_grpc.NetworkServiceServicer(), "ListNetworks")
-    assert not is_implemented(PartialServicer(), "NoSuchMethod")
-
-
-def test_fill_planned_does_not_change_other_instances() -> None:
-    fill_planned(PartialServicer(), SERVICE, "bridge networks")
-
-    fresh = PartialServicer()
-    with pytest.raises(NotImplementedError):
-        fresh.CreateNetwork(None, _Context())
-
-
-class _Context:
-    def set_code(self, code: Any) -> None:
-        pass
-
-    def set_details(self, details: str) -> None:
-        pass
-
-
-# ---- jsonfile --------------------------------------------------------------------------
 
 
 def test_read_json_missing_file_gives_the_default(tmp_path: Path) -> None:
