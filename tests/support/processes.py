@@ -150,3 +150,17 @@ def wait_serving(target: str, timeout: float = READY_TIMEOUT_S) -> None:
             health_pb2.HealthCheckRequest(), timeout=timeout, wait_for_ready=True
         )
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def run_berth(
+    target: str, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The real `berth` CLI against `target` (unix://... or host:port), as a user runs it."""
+    return subprocess.run(
+        [str(BIN / "berth"), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "BERTH_HOST": target},
+        timeout=60,
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 import subprocess
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from berth.api.mcp.v1 import catalog_service_pb2 as pb
 from berth.api.mcp.v1 import catalog_service_pb2_grpc as rpc
 from berth.api.mcp.v1 import resources_pb2
 from tests.integration.test_errors import violations
-from tests.support.processes import BIN
+from tests.support.processes import run_berth
 from tests.support.stack import Stack
 
 TEAM = """\
@@ -184,10 +183,7 @@ def test_reset_removes_the_user_catalogs(catalogs: rpc.CatalogServiceStub) -> No
 
 
 def berth(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "BERTH_HOST": f"unix://{stack.socket}"}
-    return subprocess.run(
-        [str(BIN / "berth"), *args], capture_output=True, text=True, env=env, timeout=60
-    )
+    return run_berth(f"unix://{stack.socket}", *args)
 
 
 def test_the_cli_imports_lists_and_exports(stack: Stack, tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import stat
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.mcp import private_mcpd
-from tests.support.processes import BIN, DaemonProcess, poll
+from tests.support.processes import DaemonProcess, poll, run_berth
 
 PROBE = Path(__file__).resolve().parents[2] / "fixtures" / "probe_server.py"
 SERVER = "probe"
@@ -51,15 +50,7 @@ class Probe:
         self.values = {name: f"{name}-{uuid.uuid4().hex}" for name in SECRET_NAMES}
 
     def berth(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "BERTH_HOST": self.daemon.target}
-        return subprocess.run(
-            [str(BIN / "berth"), *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            input=stdin,
-            timeout=60,
-        )
+        return run_berth(self.daemon.target, *args, stdin=stdin)
 
     def ok(self, *args: str, stdin: str | None = None) -> str:
         done = self.berth(*args, stdin=stdin)

@@ -22,7 +22,7 @@ from berth.api.mcp.v1 import secret_service_pb2 as pb
 from berth.api.mcp.v1 import secret_service_pb2_grpc as rpc
 from berth.mcp.adapters.secret_key import ENV_KEY, ENV_PREVIOUS, key_id
 from tests.integration.test_forwarding import error_info
-from tests.support.processes import BIN, DaemonProcess, start
+from tests.support.processes import DaemonProcess, run_berth, start
 
 SERVER = "vault-user"
 CATALOG = f"""\
@@ -86,14 +86,7 @@ def exported(daemon: DaemonProcess) -> dict[str, str]:
 
 
 def cli(daemon: DaemonProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "BERTH_HOST": daemon.target}
-    return subprocess.run(
-        [str(BIN / "berth"), "mcp", "secret", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    return run_berth(daemon.target, "mcp", "secret", *args)
 
 
 def values_nowhere(state: Path, daemon: DaemonProcess, values: list[str]) -> None:

@@ -21,20 +21,12 @@ from berth.api.mcp.v1 import catalog_service_pb2_grpc as catalog_rpc
 from berth.api.mcp.v1 import policy_service_pb2 as policy_pb
 from berth.api.mcp.v1 import policy_service_pb2_grpc as policy_rpc
 from tests.integration.mcp.test_catalog_service import berth
-from tests.support.processes import BIN
+from tests.support.processes import BIN, run_berth
 from tests.support.stack import Stack
 
 
 def run(stack: Stack, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "BERTH_HOST": f"unix://{stack.socket}"}
-    return subprocess.run(
-        [str(BIN / "berth"), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    return run_berth(f"unix://{stack.socket}", *args, stdin=stdin)
 
 
 def ok(stack: Stack, *args: str, stdin: str | None = None) -> str:
