@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx2
 import structlog
 from mcp.client.auth import OAuthFlowError
-from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthToken
 from mcp_types import LATEST_PROTOCOL_VERSION
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -231,13 +231,7 @@ class OAuthBroker:
             except (httpx2.HTTPError, OAuthFlowError) as error:
                 log.warning("oauth refresh failed", app=app, error=type(error).__name__)
                 return grant
-            renewed = grant.with_token(
-                token.access_token,
-                token.refresh_token or "",
-                token.expires_in,
-                token.scope or "",
-                now,
-            )
+            renewed = _with_tokens(grant, token, now)
             stored = await self._change(app, lambda old: renewed if old is not None else None)
             log.info("oauth token refreshed", app=app)
             return stored
@@ -400,19 +394,16 @@ class OAuthBroker:
         metadata = context.oauth_metadata
         origin = _origin(app.resource)
         tokens = draft.tokens
-        received = draft.received_at or self.clock()
-        return Grant(
-            access_token=tokens.access_token,
-            refresh_token=tokens.refresh_token or "",
-            expires_at=_expiry(tokens.expires_in, received),
-            issued_at=received,
-            scopes=tuple((tokens.scope or scope or "").split()),
+        registration = Grant(
+            access_token="",
+            scopes=tuple((scope or "").split()),
             issuer=str(metadata.issuer) if metadata else (context.auth_server_url or origin),
             client=dumped(draft.client) if draft.client else {},
             dynamic=draft.registered,
             metadata=dumped(metadata) if metadata else {},
             resource=context.get_resource_url() if context.protected_resource_metadata else "",
         )
+        return _with_tokens(registration, tokens, draft.received_at or self.clock())
 
     async def _authorize_issuer(
         self,
@@ -439,18 +430,15 @@ class OAuthBroker:
             tokens = await authorize_at_issuer(
                 http, metadata, client, redirect_uri, scope, bridge.redirect, bridge.callback
             )
-        now = self.clock()
-        return Grant(
-            access_token=tokens.access_token,
-            refresh_token=tokens.refresh_token or "",
-            expires_at=_expiry(tokens.expires_in, now),
-            issued_at=now,
-            scopes=tuple((tokens.scope or scope or "").split()),
+        registration = Grant(
+            access_token="",
+            scopes=tuple((scope or "").split()),
             issuer=str(metadata.issuer),
             client=dumped(client),
             dynamic=registered,
             metadata=dumped(metadata),
         )
+        return _with_tokens(registration, tokens, self.clock())
 
     # -- the secret store -----------------------------------------------------------------
 
@@ -552,8 +540,11 @@ def _abandoned(app: str) -> FailedPrecondition:
     )
 
 
-def _expiry(expires_in: int | None, now: float) -> float | None:
-    return now + expires_in if expires_in is not None else None
+def _with_tokens(grant: Grant, tokens: OAuthToken, now: float) -> Grant:
+    """`grant` after a token response: from an authorization, or from a refresh."""
+    return grant.with_token(
+        tokens.access_token, tokens.refresh_token or "", tokens.expires_in, tokens.scope or "", now
+    )
 
 
 def _origin(url: str) -> str:
