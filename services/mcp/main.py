@@ -105,7 +105,7 @@ def build_mcp(settings: McpdSettings) -> Daemon:
     secret_service = Secrets(vault, servers, policies)
     oauth = OAuthBroker(servers, vault, flags, DiscoveredApps(settings.state_dir))
     oauth_http = HttpServer(oauth.callback_app(), "127.0.0.1", settings.oauth_callback_port)
-    injector = Injector(servers.entries, settings.runtime_dir / "secrets", secret_service, oauth)
+    injector = Injector(settings.runtime_dir / "secrets", secret_service, oauth)
 
     def standing(name: str, entry: ServerEntry) -> tuple[Requirement, Requirement, Requirement]:
         secrets_column, policy_column = secret_service.standing(name, entry)

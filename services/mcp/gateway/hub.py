@@ -46,6 +46,7 @@ class FleetView:
     prefix_all: bool
     block_secrets: bool
     launches: dict[str, Launch | BerthError] = field(default_factory=dict)
+    entries: dict[str, ServerEntry] = field(default_factory=dict)  # of the enabled servers
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class Hub:
         return found
 
     async def open_link(self, launch: Launch) -> Link:
-        return await self.injector.open_link(launch)
+        return await self.injector.open_link(launch, self._view.entries.get(launch.server, {}))
 
     def given_secrets(self, server: str) -> frozenset[str]:
         return self.injector.given(server)
@@ -192,6 +193,7 @@ class Hub:
             prefix_all=features.get(PREFIX_FEATURE, False),
             block_secrets=features.get(SECRETS_FEATURE, True),
             launches={name: self._launch(name, entries, configs) for name in enabled},
+            entries={name: entries[name][1] for name in enabled if name in entries},
         )
 
     def _launch(

@@ -13,7 +13,7 @@ import asyncio
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -43,13 +43,8 @@ class Injector:
     """Opens links to servers with their secrets and OAuth tokens in place."""
 
     def __init__(
-        self,
-        entries: Callable[[], Mapping[str, tuple[str, ServerEntry]]],
-        files_root: Path,
-        secrets_source: GrantedSecrets | None = None,
-        oauth: OAuthTokens | None = None,
+        self, files_root: Path, secrets_source: GrantedSecrets, oauth: OAuthTokens
     ) -> None:
-        self.entries = entries
         self.files_root = files_root
         self.secrets = secrets_source
         self.oauth = oauth
@@ -64,8 +59,9 @@ class Injector:
         """Removes the files of servers a previous, killed berth-mcpd did not stop."""
         shutil.rmtree(self.files_root, ignore_errors=True)
 
-    async def open_link(self, launch: Launch) -> Link:
-        values = await self._granted(launch)
+    async def open_link(self, launch: Launch, entry: ServerEntry) -> Link:
+        """Starts (or connects to) the server `launch` runs, with what its `entry` declares."""
+        values = await self._granted(launch, entry)
         self._remember(launch.server, values.values())
         if launch.remote:
             placed, _ = with_secrets(launch, values, None, "")
@@ -90,32 +86,26 @@ class Injector:
     def _remember(self, server: str, values: Iterable[str]) -> None:
         self._given.setdefault(server, set()).update(v for v in values if len(v) >= MIN_KNOWN)
 
-    async def _granted(self, launch: Launch) -> dict[str, str]:
-        if not launch.secrets or self.secrets is None:
+    async def _granted(self, launch: Launch, entry: ServerEntry) -> dict[str, str]:
+        if not launch.secrets:
             return {}
-        entries = await asyncio.to_thread(self.entries)
-        found = entries.get(launch.server)
-        if found is None:
-            return {}
-        values = await asyncio.to_thread(self.secrets.granted, launch.server, found[1])
+        values = await asyncio.to_thread(self.secrets.granted, launch.server, entry)
         left_out = sorted({mount.name for mount in launch.secrets} - values.keys())
         if left_out:
             log.info("mcp server starts without secrets", server=launch.server, secrets=left_out)
         return values
 
     async def _token(self, launch: Launch) -> str | None:
-        if not launch.oauth_app or not launch.oauth_env or self.oauth is None:
+        if not launch.oauth_app or not launch.oauth_env:
             return None
         token = await self.oauth.access_token(launch.oauth_app)
         if token is None:
             log.info("mcp server starts without its oauth token", server=launch.server)
         return token
 
-    def _auth(self, launch: Launch) -> httpx2.Auth | None:
+    def _auth(self, launch: Launch) -> httpx2.Auth:
         """Every remote server's requests go through the OAuth client: one that answers 401
         is an OAuth app named after the server unless its entry names one."""
-        if self.oauth is None:
-            return None
         return self.oauth.http_auth(launch.oauth_app or launch.server, launch.url)
 
 
