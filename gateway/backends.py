@@ -28,9 +28,11 @@ CHANNEL_OPTIONS = [
 ]
 REFRESH_INTERVAL_S = 1.0
 MAX_BACKOFF_S = 5.0
+# How long calls already on their way to a host that left the directory may go on.
+RETIRE_GRACE_S = 30.0
 
 
-@dataclass
+@dataclass(eq=False)
 class Backend:
     """One daemon: a channel and the raw-bytes callables for its methods, made once each."""
 
@@ -57,8 +59,9 @@ class Backend:
             self._callables[path] = found
         return found
 
-    async def close(self) -> None:
-        await self.channel.close()
+    async def close(self, grace: float | None = None) -> None:
+        """Close the channel; calls in flight get `grace` seconds before they are cancelled."""
+        await self.channel.close(grace)
 
 
 class HostDirectoryUnavailable(Exception):
@@ -101,6 +104,7 @@ class HostRegistry:
         self.live: dict[str, Backend] = {}
         self.outage: str | None = None  # why the directory is unreachable, while it is
         self._reading: asyncio.Future[bool] | None = None
+        self._retiring: dict[Backend, asyncio.Task[None]] = {}
 
     @property
     def remote(self) -> dict[str, Backend]:
@@ -151,7 +155,11 @@ class HostRegistry:
             self._reading.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reading
-        for backend in self.remote.values():
+        retiring = list(self._retiring)
+        for task in self._retiring.values():
+            task.cancel()
+        await asyncio.gather(*self._retiring.values(), return_exceptions=True)
+        for backend in [*retiring, *self.remote.values()]:
             await backend.close()
         self.live = {}
         if self.directory is not None:
@@ -194,9 +202,19 @@ class HostRegistry:
         self.live = {**kept, **added}
         for backend in gone:
             log.info("host left", host=backend.host, address=backend.address)
-            await backend.close()
+            self._retire(backend)
         for backend in added.values():
             log.info("host joined", host=backend.host, address=backend.address)
+
+    def _retire(self, backend: Backend) -> None:
+        """Close a departed host's channel once the calls already sent to it are done.
+
+        New calls cannot reach it (it is out of `live`), but one routed a moment before
+        the refresh would otherwise be cancelled under its caller.
+        """
+        task = asyncio.create_task(backend.close(RETIRE_GRACE_S))
+        self._retiring[backend] = task
+        task.add_done_callback(lambda _: self._retiring.pop(backend, None))
 
 
 def next_delay(delay: float, reachable: bool, interval: float) -> float:

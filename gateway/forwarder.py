@@ -9,6 +9,7 @@ cancels the upstream call, and the daemon's metadata and status come back unchan
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -94,6 +95,11 @@ class Forwarder:
                 response = await call
             except grpc.aio.AioRpcError as error:
                 await _relay_error(context, error, backend, route)
+            except asyncio.CancelledError:
+                call.cancel()
+                if _caller_cancelled():
+                    raise
+                await _relay_dropped(context, backend, route)
             except BaseException:
                 call.cancel()
                 raise
@@ -120,6 +126,10 @@ class Forwarder:
                     context.set_trailing_metadata(tuple(trailing))
             except grpc.aio.AioRpcError as error:
                 await _relay_error(context, error, backend, route)
+            except asyncio.CancelledError:
+                if _caller_cancelled():
+                    raise
+                await _relay_dropped(context, backend, route)
             finally:
                 call.cancel()
 
@@ -133,6 +143,24 @@ async def _relay_metadata(context: grpc.aio.ServicerContext, call: Any) -> None:
     trailing = await call.trailing_metadata()
     if trailing:
         context.set_trailing_metadata(tuple(trailing))
+
+
+def _caller_cancelled() -> bool:
+    """Whether this handler's own task was cancelled (its caller went away), rather than
+    the upstream call under it (grpc cancels a closed channel's calls)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+async def _relay_dropped(context: grpc.aio.ServicerContext, backend: Backend, route: Route) -> None:
+    """The channel to the daemon was closed mid-call: its host left the cluster."""
+    failure = Unavailable(
+        f"the {route.domain} daemon on host {backend.host!r} ({backend.address}) went away "
+        "during the call: the host left the cluster",
+        reason="BACKEND_UNAVAILABLE",
+        metadata={"host": backend.host, "address": backend.address},
+    )
+    await context.abort_with_status(to_status(failure, route.domain))
 
 
 async def _relay_error(

@@ -316,6 +316,7 @@ async def test_a_host_that_disappears_loses_its_channel(
 
     del directory.hosts["node4"]
     await clustered.refresh()
+    await asyncio.sleep(0)  # its channel closes in the background, with no call to wait for
 
     assert closed(node4)
     assert not closed(node5)
@@ -334,9 +335,58 @@ async def test_a_host_with_a_new_address_gets_a_new_channel(
     await clustered.refresh()
 
     after = await clustered.agent("node4")
+    await asyncio.sleep(0)
     assert after is not before
     assert after.address == "10.0.1.4:7443"
     assert closed(before)
+
+
+async def test_a_call_in_flight_to_a_host_that_leaves_still_gets_its_answer(
+    tmp_path: Path,
+) -> None:
+    """A call routed just before a refresh drops its host is not cancelled under its caller."""
+    released = asyncio.Event()
+
+    async def slow(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        await released.wait()
+        return b"answer:" + request
+
+    server = grpc.aio.server()
+    handler = grpc.method_handlers_generic_handler(
+        "test.Slow", {"Call": grpc.unary_unary_rpc_method_handler(slow)}
+    )
+    server.add_generic_rpc_handlers((handler,))
+    address = f"unix://{tmp_path}/agent.sock"
+    server.add_insecure_port(address)
+    await server.start()
+    directory = FakeDirectory({"node4": address})
+    local = Backend("network", "node1", "unix:///run/berth/networkd.sock")
+    registry = HostRegistry("node1", local, {}, directory)
+    try:
+        node4 = await registry.agent("node4")
+        call = node4.callable("/test.Slow/Call", False, False)(b"ping", timeout=10)
+        await asyncio.sleep(0.2)  # the call reaches the server
+
+        del directory.hosts["node4"]
+        await registry.refresh()
+        with pytest.raises(NotFound):
+            await registry.agent("node4")  # no new call goes there
+        released.set()
+
+        assert await call == b"answer:ping"
+        assert await closed_within(node4, 5.0)  # once its last call is done
+    finally:
+        await registry.close()
+        await local.close()
+        await server.stop(None)
+
+
+async def closed_within(backend: Backend, seconds: float) -> bool:
+    for _ in range(int(seconds / 0.01)):
+        if closed(backend):
+            return True
+        await asyncio.sleep(0.01)
+    return closed(backend)
 
 
 async def test_an_unreachable_directory_keeps_the_last_known_hosts(
