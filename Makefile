@@ -51,6 +51,7 @@ bench: setup
 	$(PY) -m bench.model_store
 	$(PY) -m bench.inference
 	$(PY) -m bench.mcp
+	$(PY) -m bench.tls
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .cache .pytest_cache .ruff_cache

@@ -1,8 +1,9 @@
 """How the CLI reaches berth: the gateway at -H/--host or BERTH_HOST, like DOCKER_HOST.
 
 unix:///run/berth/berth.sock (the default) needs no token: the socket's file mode is
-the boundary. tcp://HOST:PORT uses TLS (BERTH_TLS_CA to trust a private CA) and a bearer
-token (BERTH_TOKEN). --on NAME (BERTH_ON) sends network calls to host NAME's agent.
+the boundary. tcp://HOST:PORT uses TLS (BERTH_TLS_CA to trust a private CA, BERTH_TLS_CERT
+and BERTH_TLS_KEY for a gateway that wants a client certificate) and a bearer token
+(BERTH_TOKEN). --on NAME (BERTH_ON) sends network calls to host NAME's agent.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+
+from berth.cli.errors import CliError
 
 DEFAULT_HOST = "unix:///run/berth/berth.sock"
 HOST_KEY = "x-berth-host"
@@ -26,6 +29,8 @@ class Target:
     host: str = DEFAULT_HOST
     token: str | None = None
     tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     insecure: bool = False
     on: str | None = None
     timeout: float | None = None
@@ -87,6 +92,15 @@ class _Details(grpc.ClientCallDetails):
     compression: Any
 
 
+def _read(path: Path | None, flag: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise CliError(f"{flag} {path}: {error.strerror or error}") from error
+
+
 @dataclass
 class Connection:
     """A lazily opened channel to the gateway; `stub(FooStub)` gives a ready stub."""
@@ -103,8 +117,7 @@ class Connection:
     def _open(self) -> grpc.Channel:
         address, tcp = self.target.grpc_target()
         if tcp and not self.target.insecure:
-            root = self.target.tls_ca.read_bytes() if self.target.tls_ca else None
-            channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root))
+            channel = grpc.secure_channel(address, self._credentials())
         else:
             channel = grpc.insecure_channel(address)
         extra = []
@@ -113,6 +126,15 @@ class Connection:
         if self.target.on:
             extra.append((HOST_KEY, self.target.on))
         return grpc.intercept_channel(channel, _Metadata(extra)) if extra else channel
+
+    def _credentials(self) -> grpc.ChannelCredentials:
+        target = self.target
+        if (target.tls_cert is None) != (target.tls_key is None):
+            raise CliError("--tls-cert and --tls-key come together: give both or neither")
+        root = _read(target.tls_ca, "--tls-ca")
+        cert = _read(target.tls_cert, "--tls-cert")
+        key = _read(target.tls_key, "--tls-key")
+        return grpc.ssl_channel_credentials(root, key, cert)
 
     def stub(self, stub_class: Callable[[grpc.Channel], StubT]) -> StubT:
         return stub_class(self.channel)

@@ -9,7 +9,7 @@ from typing import Annotated
 import grpc
 import typer
 
-from berth.cli import mcp, model, network, sandbox, system, up
+from berth.cli import certs, mcp, model, network, sandbox, system, up
 from berth.cli.connection import DEFAULT_HOST, Target
 from berth.cli.context import connect, connection
 from berth.cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, CliError, describe_rpc_error
@@ -30,6 +30,7 @@ app.command("version")(system.version)
 app.command("status")(system.status)
 app.command("info")(system.info)
 app.add_typer(system.token_app, name="token")
+app.add_typer(certs.app, name="certs")
 
 
 @app.callback()
@@ -44,6 +45,15 @@ def global_options(
     tls_ca: Annotated[
         Path | None, typer.Option(envvar="BERTH_TLS_CA", help="CA certificate to trust (TCP)")
     ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="BERTH_TLS_CERT", help="client certificate, for a gateway that asks for one"
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(envvar="BERTH_TLS_KEY", help="private key of --tls-cert")
+    ] = None,
     insecure: Annotated[
         bool, typer.Option(envvar="BERTH_INSECURE", help="plaintext TCP (development only)")
     ] = False,
@@ -52,7 +62,17 @@ def global_options(
         typer.Option("--on", envvar="BERTH_ON", help="host whose network agent handles the call"),
     ] = None,
 ) -> None:
-    connect(Target(host=host, token=token, tls_ca=tls_ca, insecure=insecure, on=on))
+    connect(
+        Target(
+            host=host,
+            token=token,
+            tls_ca=tls_ca,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            insecure=insecure,
+            on=on,
+        )
+    )
 
 
 def main() -> None:

@@ -48,6 +48,10 @@ def up(
     ] = None,
     tls_cert: Annotated[Path | None, typer.Option(help="certificate for --tcp")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="private key for --tcp")] = None,
+    tls_client_ca: Annotated[
+        Path | None,
+        typer.Option(help="CA whose client certificates --tcp requires (mTLS)"),
+    ] = None,
     insecure_tcp: Annotated[bool, typer.Option(help="plaintext --tcp (development)")] = False,
     metrics_port: Annotated[
         int, typer.Option(help="first of 4 Prometheus ports on 127.0.0.1 (0: off)")
@@ -94,6 +98,7 @@ def up(
         gateway_args += ["--listen", tcp]
         gateway_args += ["--tls-cert", str(tls_cert)] if tls_cert else []
         gateway_args += ["--tls-key", str(tls_key)] if tls_key else []
+        gateway_args += ["--tls-client-ca", str(tls_client_ca)] if tls_client_ca else []
         gateway_args += ["--insecure-tcp"] if insecure_tcp else []
     gateway = Child("gateway", "berth.gateway.main", gateway_args, socket)
     raise typer.Exit(_supervise(daemons, gateway, grace_period))

@@ -3,6 +3,7 @@
 The socket is bound here, before uvicorn starts, so `start` reports the port really bound
 (port 0 picks a free one) and a port in use is an OSError to the caller rather than uvicorn's
 `sys.exit`. uvicorn installs no signal handlers: the daemon owns SIGTERM and SIGINT.
+With an ssl.SSLContext (common/tls.py makes one that follows its files) it serves HTTPS.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 from collections.abc import Iterator
 
 import uvicorn
@@ -34,11 +36,17 @@ class _EmbeddedServer(uvicorn.Server):
 
 class HttpServer:
     def __init__(
-        self, app: ASGIApp, host: str = "127.0.0.1", port: int = 0, grace_s: float = 2.0
+        self,
+        app: ASGIApp,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        grace_s: float = 2.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.app = app
         self.host = host
         self.port = port
+        self.tls = tls
         # Requests still running after this are cancelled (a stream being generated).
         self.grace_s = grace_s
         self._server: _EmbeddedServer | None = None
@@ -53,6 +61,7 @@ class HttpServer:
             lifespan="off",
             access_log=False,
             timeout_graceful_shutdown=self.grace_s,
+            ssl_context_factory=self._ssl_context if self.tls is not None else None,
         )
         server = _EmbeddedServer(config)
         task = asyncio.create_task(server.serve(sockets=[listener]), name="http-server")
@@ -66,6 +75,14 @@ class HttpServer:
         self._server, self._task = server, task
         host, port = listener.getsockname()[:2]
         return host, port
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
+
+    def _ssl_context(self, _config: uvicorn.Config, _default: object) -> ssl.SSLContext:
+        assert self.tls is not None
+        return self.tls
 
     async def stop(self) -> None:
         """Stop accepting, let requests finish for `grace_s`, then cancel what is left."""

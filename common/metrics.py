@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+import socket
+import ssl
+import threading
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+import structlog
+from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from berth.common.addresses import parse_address
 
@@ -39,10 +47,43 @@ class MethodMetrics:
         total.inc()
 
 
-def serve_metrics(address: str) -> tuple[str, int]:
-    """Serve /metrics over HTTP on host:port (port 0 picks one); returns the bound address."""
+log = structlog.get_logger("berth.metrics")
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not worth a log line each."""
+
+
+class _MetricsServer(ThreadingWSGIServer):
+    """Serves /metrics, over TLS when given a context: the handshake happens in the
+    request's thread, so a client that never finishes one holds up no other scrape."""
+
+    tls: ssl.SSLContext | None = None
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, peer = self.socket.accept()
+        if self.tls is not None:
+            connection = self.tls.wrap_socket(
+                connection, server_side=True, do_handshake_on_connect=False
+            )
+        return connection, peer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("metrics request failed", peer=str(client_address))
+
+
+def serve_metrics(address: str, tls: ssl.SSLContext | None = None) -> tuple[str, int]:
+    """Serve /metrics on host:port (port 0 picks one), over HTTPS with `tls`; returns the
+    bound address. The server runs in daemon threads for the life of the process."""
     host, _, port = parse_address(address).target.rpartition(":")
     host = host.strip("[]") or "::"
-    server, _thread = start_http_server(int(port), addr=host)
+
+    class Server(_MetricsServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    Server.tls = tls
+    server = make_server(host, int(port), make_wsgi_app(), Server, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     bound = server.server_address
     return str(bound[0]), int(bound[1])

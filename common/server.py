@@ -16,6 +16,7 @@ import importlib
 import os
 import signal
 import stat
+import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,6 +39,7 @@ from berth.common.interceptors import (
 from berth.common.metrics import serve_metrics
 from berth.common.reflection import enable_reflection
 from berth.common.settings import DaemonSettings
+from berth.common.tls import TlsConfigError, https_context, server_credentials
 
 log = structlog.get_logger("berth.server")
 
@@ -103,6 +105,7 @@ class Daemon:
         self.health = health.aio.HealthServicer()
         self._stop_requested = asyncio.Event()
         self._bound_sockets: list[Path] = []
+        self._tls_credentials: grpc.ServerCredentials | None = None
 
     def build(self) -> grpc.aio.Server:
         server = grpc.aio.server(options=SERVER_OPTIONS)
@@ -118,6 +121,9 @@ class Daemon:
         return server
 
     async def run(self) -> None:
+        files = self.settings.tls_files
+        if files is not None:  # bad TLS files stop the start before anything else is done
+            self._tls_credentials = server_credentials(files)
         for hook in self.on_start:  # before serving: SERVING means ready
             await hook()
         server = self.build()
@@ -131,14 +137,13 @@ class Daemon:
             )
         self._tasks = [asyncio.create_task(job()) for job in self.background]
         if self.settings.metrics_address:
-            host, port = serve_metrics(self.settings.metrics_address)
-            log.info("metrics", address=f"{host}:{port}")
+            files = self.settings.tls_files
+            host, port = serve_metrics(self.settings.metrics_address, https_context(files))
+            log.info("metrics", address=f"{host}:{port}", tls=files is not None)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop_requested.set)
-        log.info(
-            "serving", component=self.component, listen=[str(a) for a in self.settings.addresses]
-        )
+        log.info("serving", component=self.component, listen=self._listeners())
         await self._stop_requested.wait()
         await self.drain(server)
 
@@ -167,14 +172,20 @@ class Daemon:
             server.add_insecure_port(address.target)
             self._bound_sockets.append(address.socket_path)
             return
-        if self.settings.tls_cert and self.settings.tls_key:
-            credentials = grpc.ssl_server_credentials(
-                [(self.settings.tls_key.read_bytes(), self.settings.tls_cert.read_bytes())]
-            )
-            server.add_secure_port(address.target, credentials)
+        files = self.settings.tls_files
+        if files is not None:
+            if self._tls_credentials is None:
+                self._tls_credentials = server_credentials(files)
+            server.add_secure_port(address.target, self._tls_credentials)
         else:
             log.warning("plaintext TCP listener", address=str(address))
             server.add_insecure_port(address.target)
+
+    def _listeners(self) -> list[str]:
+        """Each listener and how it is protected: unix, plaintext, tls or mtls."""
+        files = self.settings.tls_files
+        tcp = "plaintext" if files is None else "mtls" if files.client_ca else "tls"
+        return [f"{a} ({'unix' if a.is_unix else tcp})" for a in self.settings.addresses]
 
     def _restrict_sockets(self) -> None:
         group = _group_id(self.settings.socket_group)
@@ -211,4 +222,8 @@ def run_daemon(daemon_factory: Callable[[], Daemon]) -> None:
     async def main() -> None:
         await daemon_factory().run()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except TlsConfigError as error:  # a user's file, not a bug: one line, no traceback
+        print(f"{Path(sys.argv[0]).name}: {error}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -16,6 +16,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, CliApp, PydanticBaseSettingsSource, SettingsConfigDict
 
 from berth.common.addresses import Address, parse_address
+from berth.common.tls import ServerTlsFiles
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
@@ -54,6 +55,11 @@ class DaemonSettings(BaseSettings):
     socket_group: str | None = Field(None, description="group owning the unix sockets")
     tls_cert: Path | None = Field(None, description="PEM certificate for TCP listeners")
     tls_key: Path | None = Field(None, description="PEM private key for TCP listeners")
+    tls_client_ca: Path | None = Field(
+        None,
+        description="PEM CA bundle: gRPC TCP listeners then require a client certificate "
+        "signed by it (mTLS)",
+    )
     insecure_tcp: bool = Field(
         False, description="allow plaintext TCP listeners (development only: anyone can connect)"
     )
@@ -93,6 +99,13 @@ class DaemonSettings(BaseSettings):
     def addresses(self) -> list[Address]:
         return [parse_address(a) for a in self.listen]
 
+    @property
+    def tls_files(self) -> ServerTlsFiles | None:
+        """The TLS files of TCP listeners, None when they serve plaintext."""
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        return ServerTlsFiles(self.tls_cert, self.tls_key, self.tls_client_ca)
+
     @model_validator(mode="after")
     def _tcp_needs_tls(self) -> Self:
         tcp = [a for a in self.addresses if not a.is_unix]
@@ -100,6 +113,21 @@ class DaemonSettings(BaseSettings):
             raise ValueError(
                 "TCP listeners need --tls-cert and --tls-key (or --insecure-tcp for development)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _tls_files_exist(self) -> Self:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key come together: give both or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key (mTLS is TLS first)")
+        for flag, path in (
+            ("--tls-cert", self.tls_cert),
+            ("--tls-key", self.tls_key),
+            ("--tls-client-ca", self.tls_client_ca),
+        ):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{flag} {path}: no such file")
         return self
 
     @classmethod

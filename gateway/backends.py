@@ -3,6 +3,10 @@
 HostRegistry answers which network agent serves a host named in `x-berth-host`: this
 host's own, the static `--hosts` entries, and, with a host directory (the cluster's Redis,
 see host_directory.py), every live host the network agents register there.
+
+With upstream TLS (ClientTls), TCP daemon addresses are dialed over TLS (mTLS with a client
+certificate); when its files change every such backend gets a new channel, and the old one
+is closed once the calls already on it are done, as for a host that left.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import structlog
 
 from berth.common.addresses import parse_address
 from berth.common.errors import NotFound
+from berth.common.tls import ClientTls
 
 log = structlog.get_logger("berth.gateway.hosts")
 
@@ -28,7 +33,8 @@ CHANNEL_OPTIONS = [
 ]
 REFRESH_INTERVAL_S = 1.0
 MAX_BACKOFF_S = 5.0
-# How long calls already on their way to a host that left the directory may go on.
+# How long calls already on their way to a host that left the directory (or on a channel
+# whose TLS credentials were replaced) may go on.
 RETIRE_GRACE_S = 30.0
 
 
@@ -39,12 +45,42 @@ class Backend:
     domain: str
     host: str
     address: str
+    tls: ClientTls | None = None
     channel: grpc.aio.Channel = field(init=False)
     _callables: dict[str, Any] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.channel = self._open()
+
+    @property
+    def secure(self) -> bool:
+        """Whether the channel uses TLS: with upstream TLS, to a TCP address."""
+        return self.tls is not None and not parse_address(self.address).is_unix
+
+    def hint(self) -> str:
+        """What to check when the daemon cannot be reached, beyond grpc's own words."""
+        if not self.secure:
+            return ""
+        return (
+            " (dialed with TLS: check that the daemon's certificate is signed by the gateway's "
+            "--upstream-tls-ca and that its --tls-client-ca signed the gateway's "
+            "--upstream-tls-cert)"
+        )
+
+    def _open(self) -> grpc.aio.Channel:
         target = parse_address(self.address).target
-        self.channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        if self.tls is None or not self.secure:
+            return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        options = [*CHANNEL_OPTIONS, *self.tls.options()]
+        return grpc.aio.secure_channel(target, self.tls.credentials(), options=options)
+
+    def renew(self) -> grpc.aio.Channel:
+        """Switch to a new channel with the current credentials; returns the old one, which
+        the caller closes (calls already sent keep using it until then)."""
+        old = self.channel
+        self.channel = self._open()
+        self._callables = {}
+        return old
 
     def callable(self, path: str, request_streaming: bool, response_streaming: bool) -> Any:
         found = self._callables.get(path)
@@ -95,8 +131,10 @@ class HostRegistry:
         static: dict[str, Backend],
         directory: HostDirectory | None = None,
         refresh_interval: float = REFRESH_INTERVAL_S,
+        tls: ClientTls | None = None,
     ) -> None:
         self.local_name = local_name
+        self.tls = tls
         self.local = local
         self.static = static
         self.directory = directory
@@ -104,7 +142,7 @@ class HostRegistry:
         self.live: dict[str, Backend] = {}
         self.outage: str | None = None  # why the directory is unreachable, while it is
         self._reading: asyncio.Future[bool] | None = None
-        self._retiring: dict[Backend, asyncio.Task[None]] = {}
+        self._retiring: dict[grpc.aio.Channel, asyncio.Task[None]] = {}
 
     @property
     def remote(self) -> dict[str, Backend]:
@@ -159,7 +197,9 @@ class HostRegistry:
         for task in self._retiring.values():
             task.cancel()
         await asyncio.gather(*self._retiring.values(), return_exceptions=True)
-        for backend in [*retiring, *self.remote.values()]:
+        for channel in retiring:
+            await channel.close()
+        for backend in self.remote.values():
             await backend.close()
         self.live = {}
         if self.directory is not None:
@@ -198,7 +238,7 @@ class HostRegistry:
         wanted = {n: a for n, a in found.items() if not self._is_local(n) and n not in self.static}
         kept = {n: b for n, b in self.live.items() if wanted.get(n) == b.address}
         gone = [b for n, b in self.live.items() if n not in kept]
-        added = {n: Backend("network", n, a) for n, a in wanted.items() if n not in kept}
+        added = {n: Backend("network", n, a, self.tls) for n, a in wanted.items() if n not in kept}
         self.live = {**kept, **added}
         for backend in gone:
             log.info("host left", host=backend.host, address=backend.address)
@@ -212,9 +252,31 @@ class HostRegistry:
         New calls cannot reach it (it is out of `live`), but one routed a moment before
         the refresh would otherwise be cancelled under its caller.
         """
-        task = asyncio.create_task(backend.close(RETIRE_GRACE_S))
-        self._retiring[backend] = task
-        task.add_done_callback(lambda _: self._retiring.pop(backend, None))
+        self._retire_channel(backend.channel)
+
+    def _retire_channel(self, channel: grpc.aio.Channel) -> None:
+        task = asyncio.create_task(channel.close(RETIRE_GRACE_S))
+        self._retiring[channel] = task
+        task.add_done_callback(lambda _: self._retiring.pop(channel, None))
+
+    def renew_channels(self, others: list[Backend]) -> int:
+        """New TLS channels for these backends and every agent known; the old ones retire.
+        Returns how many were renewed."""
+        unique = {id(b): b for b in [*others, *self.all()]}
+        renewed = [b for b in unique.values() if b.secure]
+        for backend in renewed:
+            self._retire_channel(backend.renew())
+        return len(renewed)
+
+    async def follow_tls(self, others: list[Backend]) -> None:
+        """Renew the TLS channels whenever the upstream TLS files change, until cancelled."""
+        if self.tls is None:
+            return
+        while True:
+            await asyncio.sleep(self.refresh_interval)
+            if self.tls.refresh():
+                count = self.renew_channels(others)
+                log.info("upstream tls files changed: new channels", backends=count)
 
 
 def next_delay(delay: float, reachable: bool, interval: float) -> float:

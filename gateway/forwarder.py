@@ -174,7 +174,7 @@ async def _relay_error(
     if unreachable:
         failure = Unavailable(
             f"the {route.domain} daemon on host {backend.host!r} ({backend.address}) is "
-            f"unavailable: {error.details()}",
+            f"unavailable: {error.details()}{backend.hint()}",
             reason="BACKEND_UNAVAILABLE",
             metadata={"host": backend.host, "address": backend.address},
         )

@@ -10,6 +10,7 @@ import grpc.aio
 from berth.api.gateway.v1 import gateway_service_pb2_grpc
 from berth.common import logging
 from berth.common.server import Daemon, Lifecycle, ServiceRegistration, run_daemon
+from berth.common.tls import ClientTls
 from berth.gateway.auth import TokenFile
 from berth.gateway.backends import Backend, HostRegistry
 from berth.gateway.forwarder import Forwarder
@@ -26,12 +27,14 @@ GATEWAY_SERVICE = "berth.gateway.v1.GatewayService"
 def build_gateway(settings: GatewaySettings) -> Daemon:
     """Assemble the gateway; call inside the event loop (it opens channels)."""
     routes = build_routes()
-    local_agent = Backend("network", settings.host_name, settings.network_address)
-    hosts = build_hosts(settings, local_agent)
+    upstream = settings.upstream_tls
+    tls = ClientTls(upstream, settings.upstream_tls_server_name) if upstream else None
+    local_agent = Backend("network", settings.host_name, settings.network_address, tls)
+    hosts = build_hosts(settings, local_agent, tls)
     domains = {
         "network": local_agent,
-        "models": Backend("models", settings.host_name, settings.models_address),
-        "mcp": Backend("mcp", settings.host_name, settings.mcp_address),
+        "models": Backend("models", settings.host_name, settings.models_address, tls),
+        "mcp": Backend("mcp", settings.host_name, settings.mcp_address, tls),
     }
     tokens = TokenFile(settings.tokens_path)
     forwarder = Forwarder(routes, hosts, domains, tokens)
@@ -62,18 +65,23 @@ def build_gateway(settings: GatewaySettings) -> Daemon:
     if hosts.directory is not None:
         daemon.on_start.append(hosts.load)
         daemon.background.append(hosts.watch)
+    if tls is not None:
+        daemon.background.append(functools.partial(hosts.follow_tls, list(domains.values())))
     daemon.on_stop.extend(backend.close for backend in domains.values())
     daemon.on_stop.append(hosts.close)
     return daemon
 
 
-def build_hosts(settings: GatewaySettings, local_agent: Backend) -> HostRegistry:
+def build_hosts(
+    settings: GatewaySettings, local_agent: Backend, tls: ClientTls | None = None
+) -> HostRegistry:
     """This host's agent, the static --hosts entries and, with --redis-url, the cluster's."""
     static = {
-        name: Backend("network", name, address) for name, address in settings.remote_hosts().items()
+        name: Backend("network", name, address, tls)
+        for name, address in settings.remote_hosts().items()
     }
     directory = RedisHostDirectory(settings.redis_url) if settings.redis_url else None
-    return HostRegistry(settings.host_name, local_agent, static, directory)
+    return HostRegistry(settings.host_name, local_agent, static, directory, tls=tls)
 
 
 def _registrar(

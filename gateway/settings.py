@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from berth.common.settings import DaemonSettings, check_redis_url
+from berth.common.tls import ClientTlsFiles
 
 
 class GatewaySettings(DaemonSettings):
@@ -50,7 +52,49 @@ class GatewaySettings(DaemonSettings):
         "hosts become routable by name; also BERTH_REDIS_URL",
     )
 
+    upstream_tls_ca: Path | None = Field(
+        None,
+        description="CA that signs the daemons' server certificates: TCP daemon addresses "
+        "are then dialed with TLS (unix sockets never are)",
+    )
+    upstream_tls_cert: Path | None = Field(
+        None, description="the gateway's client certificate for the daemons (mTLS)"
+    )
+    upstream_tls_key: Path | None = Field(None, description="its private key")
+    upstream_tls_server_name: str | None = Field(
+        None,
+        description="check daemon certificates against this name instead of the host dialed "
+        "(agents dialed by IP address)",
+    )
+
     _redis_scheme = field_validator("redis_url")(check_redis_url)
+
+    @model_validator(mode="after")
+    def _upstream_tls_files(self) -> Self:
+        cert, key = self.upstream_tls_cert, self.upstream_tls_key
+        if (cert is None) != (key is None):
+            raise ValueError(
+                "--upstream-tls-cert and --upstream-tls-key come together: give both or neither"
+            )
+        if self.upstream_tls_ca is None and (cert is not None or self.upstream_tls_server_name):
+            raise ValueError(
+                "--upstream-tls-cert/-key and --upstream-tls-server-name need --upstream-tls-ca"
+            )
+        for flag, path in (
+            ("--upstream-tls-ca", self.upstream_tls_ca),
+            ("--upstream-tls-cert", cert),
+            ("--upstream-tls-key", key),
+        ):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{flag} {path}: no such file")
+        return self
+
+    @property
+    def upstream_tls(self) -> ClientTlsFiles | None:
+        """What the gateway dials TCP daemons with; None: plaintext."""
+        if self.upstream_tls_ca is None:
+            return None
+        return ClientTlsFiles(self.upstream_tls_ca, self.upstream_tls_cert, self.upstream_tls_key)
 
     @property
     def tokens_path(self) -> Path:

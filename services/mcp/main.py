@@ -28,6 +28,7 @@ from berth.common.http_server import HttpServer
 from berth.common.jsonfile import read_json, write_json, write_text
 from berth.common.server import Daemon, Lifecycle, registration, run_daemon
 from berth.common.system import system_servicer
+from berth.common.tls import https_context
 from berth.mcp.adapters.catalog_store import FileCatalogStore
 from berth.mcp.adapters.client_files import ClientFiles
 from berth.mcp.adapters.oauth_state import DiscoveredApps
@@ -126,7 +127,13 @@ def build_mcp(settings: McpdSettings) -> Daemon:
         return (url, token) if url else None
 
     clients = McpClients(settings.client_home, served, ClientFiles())
-    http = HttpServer(endpoint, settings.gateway_host, max(settings.gateway_port, 0))
+    # The OAuth redirect listener above stays http: a browser's loopback redirect (RFC 8252).
+    http = HttpServer(
+        endpoint,
+        settings.gateway_host,
+        max(settings.gateway_port, 0),
+        tls=https_context(settings.tls_files),
+    )
 
     async def start() -> None:
         injector.clear_leftovers()
@@ -135,7 +142,7 @@ def build_mcp(settings: McpdSettings) -> Daemon:
         if settings.gateway_port < 0:
             return
         host, port = await http.start()
-        base = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+        base = f"{http.scheme}://{'[' + host + ']' if ':' in host else host}:{port}"
         hub.endpoints = [Endpoint("streaming", f"{base}/mcp"), Endpoint("sse", f"{base}/sse")]
         announce(hub.endpoints[0].url, settings.state_dir / TOKEN_FILE, token, new_token)
 

@@ -18,6 +18,7 @@ from berth.api.models.v1 import (
 from berth.common import logging
 from berth.common.server import Daemon, Lifecycle, registration, run_daemon
 from berth.common.system import system_servicer
+from berth.common.tls import https_context
 from berth.models.adapters.content_store import ContentStore
 from berth.models.adapters.hub import HubClient
 from berth.models.adapters.registry import RegistryClient
@@ -66,7 +67,13 @@ def build_runner(settings: ModeldSettings, log: RunnerLog) -> Daemon:
     )
     store.in_use = engines.is_loaded
     defaults = RunnerConfig(host=settings.openai_host, port=settings.openai_port)
-    runner = Runner(settings.state_dir, engines, openai_app(engines), defaults)
+    runner = Runner(
+        settings.state_dir,
+        engines,
+        openai_app(engines),
+        defaults,
+        tls=https_context(settings.tls_files),
+    )
 
     async def start() -> None:
         engines.start()

@@ -9,6 +9,7 @@ import pytest
 
 from berth.common.addresses import parse_address
 from berth.network.settings import NetworkdSettings
+from tests.support.tls import make_tls
 
 # ---- addresses -------------------------------------------------------------------------
 
@@ -182,13 +183,14 @@ def test_tcp_from_environment_is_refused_too(monkeypatch: pytest.MonkeyPatch) ->
         NetworkdSettings.from_args([])
 
 
-def test_tcp_with_tls_is_accepted() -> None:
+def test_tcp_with_tls_is_accepted(tmp_path: Path) -> None:
+    tls = make_tls(tmp_path)
     settings = NetworkdSettings.from_args(
-        ["--listen", "127.0.0.1:9000", "--tls-cert", "/c.pem", "--tls-key", "/k.pem"]
+        ["--listen", "127.0.0.1:9000", "--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
     )
 
-    assert settings.tls_cert == Path("/c.pem")
-    assert settings.tls_key == Path("/k.pem")
+    assert settings.tls_cert == tls.cert
+    assert settings.tls_key == tls.key
     assert [a.target for a in settings.addresses] == ["127.0.0.1:9000"]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import ssl
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
@@ -72,8 +73,10 @@ class Runner:
         defaults: RunnerConfig,
         memory_total: Callable[[], int] = total_memory,
         has_gpu: Callable[[], bool] = gpu_present,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.engines = engines
+        self._tls = tls  # the OpenAI endpoint serves HTTPS with it
         self._has_gpu = has_gpu
         self._file = state_dir / "runner.json"
         self._app = app
@@ -131,7 +134,7 @@ class Runner:
             return
         await self.stop(persist=False)
         self.engines.host = replace(self.engines.host, gpu=wanted.gpu)
-        http = HttpServer(self._app, wanted.host, wanted.port)
+        http = HttpServer(self._app, wanted.host, wanted.port, tls=self._tls)
         try:
             host, port = await http.start()
         except OSError as error:
@@ -141,7 +144,7 @@ class Runner:
                 metadata={"host": wanted.host, "port": str(wanted.port)},
             ) from error
         self.http = http
-        self.endpoint = f"http://{host}:{port}"
+        self.endpoint = f"{http.scheme}://{host}:{port}"
         self.bound_port = port
         self.start_time = datetime.now(UTC)
         self.config = wanted
