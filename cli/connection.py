@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import grpc
 
 from berth.cli.errors import CliError
+from berth.common.tls import TlsConfigError, flag_credentials
 
 DEFAULT_HOST = "unix:///run/berth/berth.sock"
 HOST_KEY = "x-berth-host"
@@ -92,15 +93,6 @@ class _Details(grpc.ClientCallDetails):
     compression: Any
 
 
-def _read(path: Path | None, flag: str) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        return path.read_bytes()
-    except OSError as error:
-        raise CliError(f"{flag} {path}: {error.strerror or error}") from error
-
-
 @dataclass
 class Connection:
     """A lazily opened channel to the gateway; `stub(FooStub)` gives a ready stub."""
@@ -129,12 +121,10 @@ class Connection:
 
     def _credentials(self) -> grpc.ChannelCredentials:
         target = self.target
-        if (target.tls_cert is None) != (target.tls_key is None):
-            raise CliError("--tls-cert and --tls-key come together: give both or neither")
-        root = _read(target.tls_ca, "--tls-ca")
-        cert = _read(target.tls_cert, "--tls-cert")
-        key = _read(target.tls_key, "--tls-key")
-        return grpc.ssl_channel_credentials(root, key, cert)
+        try:
+            return flag_credentials(target.tls_ca, target.tls_cert, target.tls_key)
+        except TlsConfigError as error:
+            raise CliError(str(error)) from error
 
     def stub(self, stub_class: Callable[[grpc.Channel], StubT]) -> StubT:
         return stub_class(self.channel)

@@ -23,6 +23,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from berth.common.addresses import parse_address
+from berth.common.tls import flag_credentials
 
 SERVING = 0
 NOT_SERVING = 1
@@ -72,28 +73,13 @@ def dial_target(address: str) -> tuple[str, bool]:
     return f"{'localhost' if host == '[::]' else host}:{port}", False
 
 
-def read_pem(path: Path | None, flag: str) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        return path.read_bytes()
-    except OSError as error:
-        raise UsageError(f"{flag} {path}: {error.strerror or error}") from error
-
-
 def credentials_options(
     args: argparse.Namespace,
 ) -> tuple[grpc.ChannelCredentials | None, list[tuple[str, str]]]:
     """Channel credentials (None: plaintext) and channel options from the TLS flags."""
-    if bool(args.tls_cert) != bool(args.tls_key):
-        raise UsageError("--tls-cert and --tls-key go together")
-    if not (args.tls_ca or args.tls_cert or args.server_name):
+    if not (args.tls_ca or args.tls_cert or args.tls_key or args.server_name):
         return None, []
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=read_pem(args.tls_ca, "--tls-ca"),
-        private_key=read_pem(args.tls_key, "--tls-key"),
-        certificate_chain=read_pem(args.tls_cert, "--tls-cert"),
-    )
+    credentials = flag_credentials(args.tls_ca, args.tls_cert, args.tls_key)
     options = [("grpc.ssl_target_name_override", args.server_name)] if args.server_name else []
     return credentials, options
 

@@ -312,5 +312,26 @@ class ClientTls:
         return True
 
 
+def flag_credentials(
+    ca: Path | None, cert: Path | None, key: Path | None
+) -> grpc.ChannelCredentials:
+    """A command's channel credentials from its --tls-ca, --tls-cert and --tls-key files;
+    TlsConfigError names the flag at fault."""
+    if (cert is None) != (key is None):
+        raise TlsConfigError("--tls-cert and --tls-key come together: give both or neither")
+    return grpc.ssl_channel_credentials(
+        _flag_file(ca, "--tls-ca"), _flag_file(key, "--tls-key"), _flag_file(cert, "--tls-cert")
+    )
+
+
+def _flag_file(path: Path | None, flag: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise TlsConfigError(f"{flag} {path}: {error.strerror or error}") from error
+
+
 def _channel_credentials(material: ClientMaterial) -> grpc.ChannelCredentials:
     return grpc.ssl_channel_credentials(material.ca, material.key, material.cert)
