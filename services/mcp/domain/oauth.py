@@ -139,6 +139,15 @@ def app_of_server(server: str, entry: ServerEntry) -> str:
 
 
 @dataclass(frozen=True)
+class ServerToken:
+    """The access token a stdio server starts with, and from when (epoch seconds) a fresher
+    one can be had: berth restarts the server then to give it that one. None: never."""
+
+    value: str = field(repr=False)
+    renew_at: float | None = None
+
+
+@dataclass(frozen=True)
 class Grant:
     """What berth holds for an app. `manual`: a bare access token set by hand."""
 
@@ -167,13 +176,17 @@ class Grant:
 
     def refresh_due(self, now: float) -> bool:
         """Whether to refresh before using it: little of its lifetime remains."""
+        refresh_at = self.refresh_at()
+        return refresh_at is not None and now > refresh_at
+
+    def refresh_at(self) -> float | None:
+        """When (epoch seconds) a refresh becomes due; None when it never does. Without
+        `issued_at` the lifetime is unknown and the token is refreshed once it expired."""
         if not self.refreshable or self.expires_at is None:
-            return False
-        remaining = self.expires_at - now
-        lifetime = self.expires_at - (self.issued_at if self.issued_at is not None else now)
-        lifetime = max(lifetime, remaining, 0.0)
+            return None
+        lifetime = 0.0 if self.issued_at is None else max(self.expires_at - self.issued_at, 0.0)
         early = max(min(REFRESH_MARGIN_S, lifetime / 2), lifetime * REFRESH_FRACTION)
-        return remaining < early
+        return self.expires_at - early
 
     def expire_time(self) -> datetime | None:
         if self.expires_at is None or self.manual:

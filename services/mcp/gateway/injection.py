@@ -22,6 +22,7 @@ import structlog
 
 from berth.mcp.domain.catalogs import ServerEntry
 from berth.mcp.domain.launch import Launch, with_secrets
+from berth.mcp.domain.oauth import ServerToken
 from berth.mcp.gateway.links import HttpLink, Link, StdioLink
 
 log = structlog.get_logger("berth.mcp.injection")
@@ -35,7 +36,7 @@ class GrantedSecrets(Protocol):
 
 
 class OAuthTokens(Protocol):
-    async def access_token(self, app: str) -> str | None: ...
+    async def server_token(self, app: str) -> ServerToken | None: ...
     def http_auth(self, app: str, server_url: str) -> httpx2.Auth: ...
 
 
@@ -69,19 +70,22 @@ class Injector:
                 placed.url, placed.transport, placed.headers, self._auth(launch)
             )
         token = await self._token(launch)
-        self._remember(launch.server, [token] if token else [])
+        token_value = token.value if token else None
+        self._remember(launch.server, [token_value] if token_value else [])
         files_dir = self.files_root / f"{launch.server}-{secrets.token_hex(4)}"
-        placed, files = with_secrets(launch, values, token, str(files_dir))
+        placed, files = with_secrets(launch, values, token_value, str(files_dir))
         if files:
             await asyncio.to_thread(_write_files, files_dir, files)
-        return await StdioLink.start(
+        link = await StdioLink.start(
             placed.command,
             placed.args,
             placed.env,
             placed.working_dir or None,
-            redact=[*values.values(), *([token] if token else [])],
+            redact=[*values.values(), *([token_value] if token_value else [])],
             on_close=lambda: shutil.rmtree(files_dir, ignore_errors=True),
         )
+        link.renew_at = token.renew_at if token else None
+        return link
 
     def _remember(self, server: str, values: Iterable[str]) -> None:
         self._given.setdefault(server, set()).update(v for v in values if len(v) >= MIN_KNOWN)
@@ -95,10 +99,10 @@ class Injector:
             log.info("mcp server starts without secrets", server=launch.server, secrets=left_out)
         return values
 
-    async def _token(self, launch: Launch) -> str | None:
+    async def _token(self, launch: Launch) -> ServerToken | None:
         if not launch.oauth_app or not launch.oauth_env:
             return None
-        token = await self.oauth.access_token(launch.oauth_app)
+        token = await self.oauth.server_token(launch.oauth_app)
         if token is None:
             log.info("mcp server starts without its oauth token", server=launch.server)
         return token

@@ -53,6 +53,9 @@ class Link(Protocol):
     """One connection to one MCP server."""
 
     pid: int  # the process of a stdio server; 0 for a remote one
+    # When (epoch seconds) a restart would start the server with a fresher OAuth token than
+    # the one in its environment; None: never (a remote server's requests carry a fresh one).
+    renew_at: float | None
 
     async def send(self, message: Message) -> None: ...
 
@@ -85,6 +88,7 @@ class StdioLink:
     ) -> None:
         self._process = process
         self.pid = process.pid
+        self.renew_at: float | None = None
         self._redact = [value for value in redact if value]
         self._on_close = on_close
         self._stderr: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
@@ -218,6 +222,7 @@ class HttpLink:
     """A remote server over the SDK's streamable HTTP or SSE client transport."""
 
     pid = 0
+    renew_at = None
 
     def __init__(self, open_streams: Callable[[], Streams], url: str) -> None:
         self._open_streams = open_streams

@@ -64,6 +64,7 @@ from berth.mcp.domain.oauth import (
     AppView,
     Grant,
     PendingAuthorizations,
+    ServerToken,
     app_not_found,
     apps_of,
     check_client_available,
@@ -84,6 +85,8 @@ log = structlog.get_logger("berth.mcp.oauth")
 DCR_FEATURE = "oauth-dcr"
 # Where a connection's client says it would be sent back (it never starts an authorization).
 UNUSED_REDIRECT = "http://127.0.0.1/callback"
+# A stdio server whose token could not be refreshed keeps it; the next try is this much later.
+RENEW_RETRY_S = 60.0
 HTTP_STATUS = {
     Code.INVALID_ARGUMENT: 400,
     Code.NOT_FOUND: 404,
@@ -179,13 +182,17 @@ class OAuthBroker:
 
     # -- tokens for servers ---------------------------------------------------------------
 
-    async def access_token(self, app: str) -> str | None:
-        """A token to send now (refreshed first when little of its life remains), or None
-        when `app` is not authorized."""
+    async def server_token(self, app: str) -> ServerToken | None:
+        """A token to give a stdio server now (refreshed first when little of its life
+        remains), or None when `app` is not authorized."""
         grant = await self.fresh_grant(app)
-        if grant is None or (grant.expired(self.clock()) and not grant.manual):
+        now = self.clock()
+        if grant is None or (grant.expired(now) and not grant.manual):
             return None
-        return grant.access_token
+        renew_at = grant.refresh_at()
+        if renew_at is not None and renew_at <= now:  # the refresh was due and failed
+            renew_at = now + RENEW_RETRY_S
+        return ServerToken(grant.access_token, renew_at)
 
     def http_auth(self, app: str, server_url: str) -> httpx2.Auth:
         """Signs a remote server's requests with `app`'s token. A 401 it cannot answer by

@@ -404,11 +404,18 @@ class GatewaySession:
         slot = self.slots.setdefault(server, Slot())
         async with slot.lock:
             current = slot.upstream
-            if current is not None and current.alive:
-                return current
             if current is not None:
-                slot.restarts += 1
-                slot.failure = current.failure
+                if current.alive and not self._token_renewal_due(current):
+                    return current
+                if current.alive:
+                    log.info(
+                        "mcp server restarts to take a refreshed oauth token",
+                        session=self.info.id,
+                        server=server,
+                    )
+                else:
+                    slot.restarts += 1
+                    slot.failure = current.failure
                 slot.upstream = None
                 self._forget_lists()
                 await current.close()
@@ -526,6 +533,14 @@ class GatewaySession:
             active.remove(request_id)
             if token is not None:
                 self._progress.pop(token, None)
+
+    def _token_renewal_due(self, upstream: Upstream) -> bool:
+        """Whether to restart a stdio server now so that it gets a refreshed OAuth token:
+        a fresher one can be had, and none of this session's requests is waiting on it."""
+        renew_at = upstream.link.renew_at
+        return (
+            renew_at is not None and time.time() >= renew_at and not self._active.get(upstream.name)
+        )
 
     def _latest(self, server: str) -> RequestId | None:
         """The client request a server's unsolicited message most likely belongs to."""

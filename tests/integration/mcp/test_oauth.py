@@ -8,13 +8,17 @@ listener.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import re
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,11 +29,12 @@ import pytest
 from berth.api.mcp.v1 import oauth_service_pb2 as pb
 from berth.api.mcp.v1 import oauth_service_pb2_grpc as rpc
 from tests.integration.mcp.test_catalog_service import berth, unique
-from tests.support.oauth_server import OAuthTestServer, oauth_servers
+from tests.support.oauth_server import OAuthTestServer, Token, oauth_servers
 from tests.support.processes import BIN
 from tests.support.stack import Stack
 
 LIFETIME_S = 3600
+PROBE = Path(__file__).resolve().parents[2] / "fixtures" / "probe_server.py"
 
 
 @pytest.fixture(scope="module")
@@ -49,15 +54,47 @@ class Protected:
 
 @pytest.fixture
 def protected(stack: Stack, oauth_server: OAuthTestServer, tmp_path: Path) -> Iterator[Protected]:
+    """A remote server: the protected resource itself."""
+    with protected_server(
+        stack,
+        oauth_server,
+        tmp_path,
+        lambda app: (
+            f"remote: {{url: {oauth_server.resource}}}\n"
+            f"    oauth: {{provider: {app}, scopes: [mcp:read]}}"
+        ),
+    ) as found:
+        yield found
+
+
+@pytest.fixture
+def protected_stdio(
+    stack: Stack, oauth_server: OAuthTestServer, tmp_path: Path
+) -> Iterator[Protected]:
+    """The probe server (stdio), with its token in PROBE_TOKEN."""
+    with protected_server(
+        stack,
+        oauth_server,
+        tmp_path,
+        lambda app: (
+            f"command: {sys.executable}\n"
+            f"    args: ['{PROBE}']\n"
+            f"    oauth: {{provider: {app}, authorizationServer: '{oauth_server.issuer}', "
+            "env: PROBE_TOKEN}"
+        ),
+    ) as found:
+        yield found
+
+
+@contextlib.contextmanager
+def protected_server(
+    stack: Stack, oauth_server: OAuthTestServer, tmp_path: Path, entry: Callable[[str], str]
+) -> Iterator[Protected]:
+    """A catalog with one server whose `entry` (lines, given the app's name) names an app."""
     found = Protected(unique("oauth-cat"), unique("prot"), unique("app"))
     source = tmp_path / "catalog.yaml"
     source.write_text(
-        f"name: {found.catalog}\n"
-        "servers:\n"
-        f"  {found.server}:\n"
-        "    title: Protected\n"
-        f"    remote: {{url: {oauth_server.resource}}}\n"
-        f"    oauth: {{provider: {found.app}, scopes: [mcp:read]}}\n"
+        f"name: {found.catalog}\nservers:\n  {found.server}:\n    {entry(found.app)}\n"
     )
     imported = berth(stack, "mcp", "catalog", "import", str(source))
     assert imported.returncode == 0, imported.stderr
@@ -216,6 +253,61 @@ def test_tokens_are_refreshed_before_they_expire(
     assert serial > first
     assert oauth_server.events["refresh_grant"] > refreshes
     assert oauth_server.events["refresh_after_expiry"] == late  # refreshed before expiry
+
+
+def test_a_stdio_server_restarts_with_its_refreshed_token_between_calls(
+    stack: Stack, oauth_server: OAuthTestServer, protected_stdio: Protected
+) -> None:
+    oauth_server.set(lifetime_s=16)  # a fresher token can be had after 8 s
+    assert authorize(stack, protected_stdio.app).result.returncode == 0
+    assert berth(stack, "mcp", "server", "enable", protected_stdio.server).returncode == 0
+    refreshes = oauth_server.events["refresh_grant"]
+    late = oauth_server.events["refresh_after_expiry"]
+    first = token_in_environment(stack, protected_stdio.server, oauth_server)
+    first_pid = inspect_server(stack, protected_stdio.server)["pid"]
+
+    # A call still running when the renewal is due holds it off, and gets its answer.
+    renew_at = first.issued_at + 8
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(
+            berth, stack, "mcp", "tools", "call", "pause",
+            f"seconds={renew_at + 4 - time.time():.1f}", "--server", protected_stdio.server,
+        )  # fmt: skip
+        time.sleep(max(renew_at + 1 - time.time(), 0.0))
+        assert token_in_environment(stack, protected_stdio.server, oauth_server) == first
+        paused = running.result(timeout=60)
+    assert paused.returncode == 0 and "done" in paused.stdout, paused.stderr
+
+    deadline = time.monotonic() + 30
+    while (now := token_in_environment(stack, protected_stdio.server, oauth_server)) == first:
+        assert time.monotonic() < deadline, "the server never got a fresher token"
+        time.sleep(0.5)
+    assert now.serial > first.serial and now.access_valid()
+    assert oauth_server.events["refresh_grant"] > refreshes
+    assert oauth_server.events["refresh_after_expiry"] == late  # refreshed before expiry
+    after = inspect_server(stack, protected_stdio.server)
+    assert after["pid"] != first_pid and after["restart_count"] == 0  # renewed, not crashed
+
+
+def inspect_server(stack: Stack, server: str) -> dict:
+    inspected = berth(stack, "mcp", "server", "inspect", server)
+    assert inspected.returncode == 0, inspected.stderr
+    return json.loads(inspected.stdout)["server"]
+
+
+def token_in_environment(stack: Stack, server: str, oauth_server: OAuthTestServer) -> Token:
+    """The token (as the authorization server knows it) in the probe server's PROBE_TOKEN."""
+    called = berth(
+        stack, "mcp", "tools", "call", "env_digest", "variable=PROBE_TOKEN",
+        "--server", server, "--format", "json",
+    )  # fmt: skip
+    assert called.returncode == 0, called.stdout + called.stderr
+    seen = json.loads(called.stdout)["structured_content"]
+    assert seen["set"], "the server started without its token"
+    issued = {
+        hashlib.sha256(t.access_token.encode()).hexdigest(): t for t in oauth_server.store.tokens
+    }
+    return issued[seen["sha256"]]
 
 
 def test_revoke_revokes_at_the_authorization_server_and_forgets(

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,9 @@ from berth.mcp.adapters.secret_store import open_vault
 from berth.mcp.adapters.server_store import FileServerStore
 from berth.mcp.domain.catalogs import Catalogs, load_builtin
 from berth.mcp.domain.features import FeatureFlags
-from berth.mcp.domain.oauth import OAuthRequired
+from berth.mcp.domain.oauth import OAuthRequired, dump_grant, parse_grant
 from berth.mcp.domain.servers import Requirement, Servers
-from berth.mcp.gateway.oauth import OAuthBroker, Started
+from berth.mcp.gateway.oauth import RENEW_RETRY_S, OAuthBroker, Started
 from tests.support.oauth_server import OAuthTestServer, oauth_servers
 
 REDIRECT = "http://127.0.0.1:53682/callback"  # the test reads the redirect, nobody listens
@@ -102,6 +103,12 @@ async def session(auth: httpx2.Auth, url: str) -> AsyncIterator[ClientSession]:
         yield opened
 
 
+async def access_token(broker: OAuthBroker, app: str) -> str | None:
+    """The token a stdio server of `app` would start with now."""
+    token = await broker.server_token(app)
+    return token.value if token else None
+
+
 async def whoami(opened: ClientSession) -> int:
     result = await opened.call_tool("whoami", {})
     text = result.content[0].text  # type: ignore[union-attr]
@@ -124,32 +131,59 @@ async def test_a_stdio_servers_token_comes_from_the_issuer_and_is_refreshed(
     daemon: Daemon, oauth_server: OAuthTestServer
 ) -> None:
     daemon.catalog(stdio_entry(oauth_server.issuer, scopes="[profile]"))
-    assert await daemon.broker.access_token("notes") is None
+    assert await access_token(daemon.broker, "notes") is None
     assert not daemon.broker.authorized("notes")
     oauth_server.set(lifetime_s=4)
     view = await authorize(daemon, "notes")
     assert view.authorized and view.scopes == ("profile",) and view.dynamic_client
     assert view.authorization_server.rstrip("/") == oauth_server.issuer
-    first = await daemon.broker.access_token("notes")
-    assert first and oauth_server.token_serial(first)
+    issued = await daemon.broker.server_token("notes")
+    assert issued and issued.renew_at  # the server restarts for a fresher token from then on
+    first = issued.value
+    assert oauth_server.token_serial(first)
+    expires_at = oauth_server.store.by_access(first).issued_at + 4  # type: ignore[union-attr]
+    assert time.time() < issued.renew_at < expires_at
     assert daemon.broker.authorized("notes")
     refreshes = oauth_server.events["refresh_grant"]
     late = oauth_server.events["refresh_after_expiry"]
     deadline = asyncio.get_running_loop().time() + 20
-    while (token := await daemon.broker.access_token("notes")) == first:
+    while (token := await access_token(daemon.broker, "notes")) == first:
         assert asyncio.get_running_loop().time() < deadline, "never refreshed"
         await asyncio.sleep(0.3)
     assert token and oauth_server.token_serial(token) > oauth_server.token_serial(first)
     assert oauth_server.events["refresh_grant"] == refreshes + 1
     assert oauth_server.events["refresh_after_expiry"] == late  # refreshed before expiry
     # Kept refreshed in the store: a daemon started afresh finds the new token.
-    assert await make_daemon(daemon.state).broker.access_token("notes") == token
+    assert await access_token(make_daemon(daemon.state).broker, "notes") == token
+
+
+async def test_a_stdio_token_that_cannot_be_refreshed_is_tried_again_later(
+    daemon: Daemon, oauth_server: OAuthTestServer
+) -> None:
+    """Without this, a stdio server would restart for a fresher token on every call while
+    its authorization server is down."""
+    daemon.catalog(stdio_entry(oauth_server.issuer))
+    oauth_server.set(lifetime_s=4)
+    await authorize(daemon, "notes")
+    [stored] = daemon.broker.vault.reveal(["oauth.notes"]).values()
+    grant = parse_grant(stored)
+    unreachable = {**grant.metadata, "token_endpoint": "http://127.0.0.1:9/token"}
+    daemon.broker.vault.put(
+        "oauth.notes", dump_grant(replace(grant, metadata=unreachable)), "oauth/notes"
+    )
+    refresh_at = grant.refresh_at()
+    assert refresh_at is not None
+    await asyncio.sleep(max(refresh_at - time.time(), 0.0) + 0.2)
+    issued = await daemon.broker.server_token("notes")
+    assert issued and issued.value == grant.access_token and issued.renew_at
+    assert issued.renew_at - time.time() == pytest.approx(RENEW_RETRY_S, abs=10)
 
 
 async def test_a_token_set_by_hand_is_used_as_it_is(daemon: Daemon) -> None:
     daemon.catalog(stdio_entry("https://auth.invalid"))
     daemon.broker.vault.put("oauth.notes", "hand-made-token", "oauth/notes")
-    assert await daemon.broker.access_token("notes") == "hand-made-token"
+    issued = await daemon.broker.server_token("notes")
+    assert issued and issued.value == "hand-made-token" and issued.renew_at is None
     assert daemon.broker.authorized("notes")
     [view] = [v for v in daemon.broker.list() if v.name == "notes"]
     assert view.authorized and view.expire_time is None
@@ -195,7 +229,7 @@ async def test_scopes_asked_for_replace_the_catalogs(
     )
     view = await authorize(daemon, "prot", ["mcp:read", "profile"])
     assert view.scopes == ("mcp:read", "profile")
-    token = await daemon.broker.access_token("prot")
+    token = await access_token(daemon.broker, "prot")
     assert oauth_server.store.by_access(token).scope == "mcp:read profile"  # type: ignore[arg-type, union-attr]
 
 
@@ -229,7 +263,7 @@ async def test_a_revoked_access_token_is_replaced_by_refreshing(
         f"  prot:\n    remote: {{url: '{oauth_server.resource}'}}\n    oauth: {{provider: prot}}\n"
     )
     await authorize(daemon, "prot")
-    first = await daemon.broker.access_token("prot")
+    first = await access_token(daemon.broker, "prot")
     oauth_server.store.by_access(first).access_revoked = True  # type: ignore[arg-type, union-attr]
     auth = daemon.broker.http_auth("prot", oauth_server.resource)
     async with session(auth, oauth_server.resource) as opened:
@@ -244,7 +278,7 @@ async def test_a_refused_refresh_token_needs_a_new_authorization(
         f"  prot:\n    remote: {{url: '{oauth_server.resource}'}}\n    oauth: {{provider: prot}}\n"
     )
     await authorize(daemon, "prot")
-    token = oauth_server.store.by_access(await daemon.broker.access_token("prot"))  # type: ignore[arg-type]
+    token = oauth_server.store.by_access(await access_token(daemon.broker, "prot"))  # type: ignore[arg-type]
     assert token is not None
     token.access_revoked = token.refresh_revoked = True
     auth = daemon.broker.http_auth("prot", oauth_server.resource)

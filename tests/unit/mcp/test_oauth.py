@@ -119,17 +119,25 @@ def test_a_value_that_is_not_a_grant_is_a_token_set_by_hand() -> None:
 )
 def test_tokens_are_refreshed_before_they_expire(lifetime: int, refreshed_after: int) -> None:
     grant = Grant(access_token="a", refresh_token="r", issued_at=0.0, expires_at=float(lifetime))
+    assert grant.refresh_at() == refreshed_after
     assert not grant.refresh_due(refreshed_after - 1)
     assert grant.refresh_due(refreshed_after + 1)
     assert grant.refresh_due(lifetime + 10)  # expired: still refreshable
 
 
+def test_a_grant_of_unknown_age_is_refreshed_once_it_expired() -> None:
+    grant = Grant(access_token="a", refresh_token="r", expires_at=100.0)
+    assert grant.refresh_at() == 100.0
+    assert not grant.refresh_due(99.0) and grant.refresh_due(101.0)
+
+
 def test_without_refresh_token_or_expiry_nothing_is_refreshed() -> None:
     no_refresh = Grant(access_token="a", issued_at=0.0, expires_at=100.0)
-    assert not no_refresh.refresh_due(99.0)
+    assert not no_refresh.refresh_due(99.0) and no_refresh.refresh_at() is None
     assert no_refresh.usable(99.0) and not no_refresh.usable(100.0)
     no_expiry = Grant(access_token="a", refresh_token="r")
     assert not no_expiry.refresh_due(1e12) and no_expiry.usable(1e12)
+    assert no_expiry.refresh_at() is None
 
 
 def test_a_token_response_updates_the_grant() -> None:
