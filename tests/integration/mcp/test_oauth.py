@@ -258,25 +258,26 @@ def test_tokens_are_refreshed_before_they_expire(
 def test_a_stdio_server_restarts_with_its_refreshed_token_between_calls(
     stack: Stack, oauth_server: OAuthTestServer, protected_stdio: Protected
 ) -> None:
-    oauth_server.set(lifetime_s=16)  # a fresher token can be had after 8 s
+    oauth_server.set(lifetime_s=20)  # a fresher token can be had after 10 s
     assert authorize(stack, protected_stdio.app).result.returncode == 0
+    authorized = time.time()  # just after the token was issued
     assert berth(stack, "mcp", "server", "enable", protected_stdio.server).returncode == 0
     refreshes = oauth_server.events["refresh_grant"]
     late = oauth_server.events["refresh_after_expiry"]
-    first = token_in_environment(stack, protected_stdio.server, oauth_server)
-    first_pid = inspect_server(stack, protected_stdio.server)["pid"]
 
-    # A call still running when the renewal is due holds it off, and gets its answer.
-    renew_at = first.issued_at + 8
+    # The first call starts the server and is still running when the renewal is due: it
+    # holds the renewal off, and gets its answer.
     with ThreadPoolExecutor(1) as pool:
         running = pool.submit(
             berth, stack, "mcp", "tools", "call", "pause",
-            f"seconds={renew_at + 4 - time.time():.1f}", "--server", protected_stdio.server,
+            f"seconds={authorized + 14 - time.time():.1f}", "--server", protected_stdio.server,
         )  # fmt: skip
-        time.sleep(max(renew_at + 1 - time.time(), 0.0))
-        assert token_in_environment(stack, protected_stdio.server, oauth_server) == first
+        time.sleep(max(authorized + 11 - time.time(), 0.0))
+        first = token_in_environment(stack, protected_stdio.server, oauth_server)
+        assert oauth_server.events["refresh_grant"] == refreshes  # the first token, still
         paused = running.result(timeout=60)
     assert paused.returncode == 0 and "done" in paused.stdout, paused.stderr
+    first_pid = inspect_server(stack, protected_stdio.server)["pid"]
 
     deadline = time.monotonic() + 30
     while (now := token_in_environment(stack, protected_stdio.server, oauth_server)) == first:
