@@ -70,10 +70,10 @@ class Injector:
                 placed.url, placed.transport, placed.headers, self._auth(launch)
             )
         token = await self._token(launch)
-        token_value = token.value if token else None
-        self._remember(launch.server, [token_value] if token_value else [])
+        given = [token.value] if token else []
+        self._remember(launch.server, given)
         files_dir = self.files_root / f"{launch.server}-{secrets.token_hex(4)}"
-        placed, files = with_secrets(launch, values, token_value, str(files_dir))
+        placed, files = with_secrets(launch, values, token.value if token else None, str(files_dir))
         if files:
             await asyncio.to_thread(_write_files, files_dir, files)
         link = await StdioLink.start(
@@ -81,7 +81,7 @@ class Injector:
             placed.args,
             placed.env,
             placed.working_dir or None,
-            redact=[*values.values(), *([token_value] if token_value else [])],
+            redact=[*values.values(), *given],
             on_close=lambda: shutil.rmtree(files_dir, ignore_errors=True),
         )
         link.renew_at = token.renew_at if token else None

@@ -190,7 +190,7 @@ class OAuthBroker:
         if grant is None or (grant.expired(now) and not grant.manual):
             return None
         renew_at = grant.refresh_at()
-        if renew_at is not None and renew_at <= now:  # the refresh was due and failed
+        if grant.refresh_due(now):  # due, and still not refreshed: the refresh failed
             renew_at = now + RENEW_RETRY_S
         return ServerToken(grant.access_token, renew_at)
 
