@@ -270,7 +270,7 @@ def test_a_stdio_server_restarts_with_its_refreshed_token_between_calls(
     with ThreadPoolExecutor(1) as pool:
         running = pool.submit(
             berth, stack, "mcp", "tools", "call", "pause",
-            f"seconds={authorized + 14 - time.time():.1f}", "--server", protected_stdio.server,
+            f"seconds={authorized + 16 - time.time():.1f}", "--server", protected_stdio.server,
         )  # fmt: skip
         time.sleep(max(authorized + 11 - time.time(), 0.0))
         first = token_in_environment(stack, protected_stdio.server, oauth_server)
