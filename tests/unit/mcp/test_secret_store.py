@@ -365,31 +365,27 @@ def _write_from_a_process(state: str, first: int, count: int) -> None:
         vault.update("COUNTER", CREDSTORE, lambda old: str(int(old or "0") + 1))
 
 
-def test_two_processes_writing_at_once_lose_nothing(state: Path) -> None:
-    vault_at(state).put("COUNTER", "0", CREDSTORE)  # both processes find the key made
+def _write_from_two_processes(state: Path, count: int) -> None:
+    """Two processes at once, each writing `count` secrets (S0.. and S<count>..)."""
     context = multiprocessing.get_context("spawn")
     workers = [
-        context.Process(target=_write_from_a_process, args=(str(state), first, 25))
-        for first in (0, 25)
+        context.Process(target=_write_from_a_process, args=(str(state), first, count))
+        for first in (0, count)
     ]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join(60)
         assert worker.exitcode == 0
+
+
+def test_two_processes_writing_at_once_lose_nothing(state: Path) -> None:
+    vault_at(state).put("COUNTER", "0", CREDSTORE)  # both processes find the key made
+    _write_from_two_processes(state, 25)
     values = vault_at(state).reveal([f"S{n}" for n in range(50)] + ["COUNTER"])
     assert values == {**{f"S{n}": f"value-{n}" for n in range(50)}, "COUNTER": "50"}
 
 
 def test_two_processes_making_the_first_key_agree_on_it(state: Path) -> None:
-    context = multiprocessing.get_context("spawn")
-    workers = [
-        context.Process(target=_write_from_a_process, args=(str(state), first, 10))
-        for first in (0, 10)
-    ]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(60)
-        assert worker.exitcode == 0
+    _write_from_two_processes(state, 10)
     assert len(vault_at(state).reveal([f"S{n}" for n in range(20)])) == 20
